@@ -1,0 +1,257 @@
+"""Command line: ``python -m bt_core {train,cv,evaluate,predict,audit,reproduce,runs}``.
+
+Every user error (bad file, wrong folder, bad option, missing model) ends with one line on stderr
+and exit status 2, never a traceback. ``--json`` on ``evaluate`` and ``predict`` prints one JSON
+object on stdout. Defaults follow the paper (30 epochs, batch 32, Adam 1e-4, 3 folds) with the
+leak-free group-aware split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import BTError
+
+SHIPPED = "shipped.json"
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--data", required=True, help="two-class folder (yes/ = tumour, no/ = no tumour)")
+    p.add_argument("--classes", nargs=2, default=["no", "yes"], metavar=("NEG", "POS"), help="class folder names")
+    p.add_argument("--model", default=d.model, choices=["paper_cnn", "compact_cnn", "transfer"])
+    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "resnet50v2"])
+    p.add_argument("--backbone-weights", default=d.backbone_weights,
+                   help="'default' (ImageNet; Lite0 ships offline), 'imagenet', a weights file, or 'none'")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--folds", type=int, default=d.folds)
+    p.add_argument("--split", default=d.split, choices=["group", "random"],
+                   help="group: leak-free (near-duplicates kept together); random: the paper's (leaks)")
+    p.add_argument("--test-size", type=float, default=d.test_size)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--preprocess", default=d.preprocess, choices=["none", "percentile"])
+    p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts, zoom, contrast")
+    p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--out", default=None, help="run registry folder (default trained_models/)")
+    p.add_argument("--progress-file", default=None, help="append JSON-lines progress events here")
+    p.add_argument("--label", default=None, help="a human name for the run")
+
+
+def _config(args):
+    from .training import TrainConfig
+
+    weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
+    return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
+                       test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
+                       augment=args.augment, fine_tune_layers=args.fine_tune_layers,
+                       mixed_precision=args.mixed_precision).validate()
+
+
+def _progress_printer(path: str | None):
+    fh = open(path, "a", buffering=1) if path else None
+
+    def report(event: dict) -> None:
+        event = {"t": round(time.time(), 3), **event}
+        if fh:
+            fh.write(json.dumps(event) + "\n")
+        if event["event"] == "epoch":
+            logs = " ".join(f"{k}={v:.4f}" for k, v in event["logs"].items())
+            print(f"[{event['stage']}] epoch {event['epoch']}/{event['epochs']} {event['seconds']:.1f}s "
+                  f"{event['images_per_s']:.0f} img/s {logs}", flush=True)
+        elif event["event"] in ("stage", "features", "data"):
+            print(f"== {event.get('stage', event['event'])} {event.get('n', '')}".rstrip(), flush=True)
+    return report
+
+
+def cmd_train(args, mode: str) -> int:
+    from . import data, runs, training
+
+    cfg = _config(args)
+    report = _progress_printer(args.progress_file)
+    report({"event": "data", "stage": f"reading {args.data}"})
+    ds = data.load_folder(args.data, cfg.image_size, args.classes,
+                          progress=lambda i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None)
+    model, record = training.run_protocol(cfg, ds, mode, report)
+    if args.label:
+        record["label"] = args.label
+    folder = runs.save_run(record, model, args.out)
+    report({"event": "saved", "run": str(folder)})
+    m = record["test"]["metrics"]
+    print(f"saved {folder}\ntest: accuracy {m['accuracy']:.4f} sensitivity {m['sensitivity']:.4f} "
+          f"specificity {m['specificity']:.4f} auc {m['auc']:.4f} (n={m['n']})")
+    return 0
+
+
+def default_run(kind: str = "transfer") -> str:
+    """The shipped run of a kind ("transfer" or "cnn"), from trained_models/shipped.json."""
+    from . import runs
+    from .errors import ModelError
+
+    path = runs.default_root() / SHIPPED
+    try:
+        return str(runs.default_root() / json.loads(path.read_text())[kind])
+    except (OSError, ValueError, KeyError):
+        raise ModelError(f"no shipped {kind} model listed in {path}; pass --model RUN") from None
+
+
+def cmd_evaluate(args) -> int:
+    from . import data, metrics
+    from .inference import Predictor
+
+    pred = Predictor(args.model or default_run())
+    ds = data.load_folder(args.data, pred.config.image_size, args.classes)
+    x = data.as_batch(ds.images, pred.config.channels, pred.config.preprocess)
+    ans = pred.answer(list(ds.images), ds.paths, args.threshold)
+    prob = [a.prob for a in ans]
+    out = {"model": pred.record["id"], "data": ds.root, **metrics.binary_metrics(ds.labels, prob, ans[0].threshold)}
+    del x
+    flagged = [a.ood for a in ans]
+    out["ood_flagged"] = int(sum(flagged))
+    keep = [i for i, f in enumerate(flagged) if not f]
+    if pred.ood is not None and keep and len(set(ds.labels[keep].tolist())) == 2:
+        out["accepted"] = metrics.binary_metrics(ds.labels[keep], [prob[i] for i in keep], ans[0].threshold)
+    out["skipped_files"] = ds.skipped
+    if args.json:
+        print(json.dumps(out, default=float))
+    else:
+        print(f"{out['model']} on {out['data']} (n={out['n']}): accuracy {out['accuracy']:.4f} sensitivity "
+              f"{out['sensitivity']:.4f} specificity {out['specificity']:.4f} auc {out['auc']:.4f}; "
+              f"flagged unlike training data: {out['ood_flagged']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import images
+    from .inference import DISCLAIMER, Predictor
+
+    loaded, errors = [], []
+    for f in args.files:
+        try:
+            loaded.append(images.load_image(f, name=images.safe_name(Path(f).name)))
+        except BTError as err:
+            errors.append(str(err))
+            print(f"error: {err}", file=sys.stderr)
+    results = []
+    if loaded:
+        pred = Predictor(args.model or default_run())
+        for img, ans in zip(loaded, pred.answer([i.pixels for i in loaded], [i.name for i in loaded], args.threshold)):
+            ans.notes = list(img.notes)
+            results.append(ans.to_dict())
+        if args.gradcam:
+            from . import overlay
+            out_dir = Path(args.gradcam)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for img, heat in zip(loaded, pred.explain([i.pixels for i in loaded])):
+                (out_dir / f"{Path(img.name).stem}_gradcam.png").write_bytes(
+                    overlay.to_png_bytes(overlay.overlay(img.pixels, heat)))
+    if args.json:
+        print(json.dumps({"model": pred.record["id"] if loaded else None, "results": results, "errors": errors,
+                          "disclaimer": DISCLAIMER}))
+    else:
+        for r in results:
+            flag = f" [unlike training data, score {r['ood_score']:.2f}]" if r["ood"] else ""
+            print(f"{r['name']}: tumour probability {r['prob']:.3f} -> {r['decision']}{flag}")
+        if results:
+            print(DISCLAIMER)
+    return 2 if errors else 0
+
+
+def cmd_audit(args) -> int:
+    from . import data, splits
+
+    ds = data.load_folder(args.data, 240, args.classes)
+    bits = splits.dhash_bits(ds.images)
+    out = splits.duplicate_summary(bits, args.max_distance)
+    groups = splits.near_duplicate_groups(bits=bits, max_distance=args.max_distance)
+    for kind in ("random", "group"):
+        tr, te = splits.holdout(ds.labels, kind, groups, args.test_size, args.seed)
+        out[f"{kind}_split"] = {"test": len(te), "test_with_duplicate_in_train": splits.leak_count(bits, tr, te, args.max_distance)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['images']} images: {out['exact_pairs']} exact-duplicate pairs, {out['near_pairs']} pairs within "
+              f"distance {out['max_distance']} ({out['images_with_duplicate']} images), {out['groups']} groups, "
+              f"largest {out['largest_group']}")
+        for kind in ("random", "group"):
+            s = out[f"{kind}_split"]
+            print(f"{kind} split (seed {args.seed}): {s['test_with_duplicate_in_train']} of {s['test']} test images "
+                  f"have a near-duplicate in training")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from . import runs
+
+    for r in runs.list_runs(args.out):
+        m = r.get("test") or {}
+        acc = f"acc {m['accuracy']:.4f} auc {m['auc']:.4f}" if "accuracy" in m else ""
+        print(f"{r['id']}  {r.get('status')}  {acc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bt_core", description="Brain tumour detection on MRI slices "
+                                "(decision support, not a diagnosis).")
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_args(sub.add_parser("train", help="fit on the training part, score on the test part"))
+    _train_args(sub.add_parser("cv", help="k-fold CV, then final fit and test (the paper's protocol)"))
+    e = sub.add_parser("evaluate", help="score a saved run on any labelled folder")
+    e.add_argument("--data", required=True)
+    e.add_argument("--model", default=None, help="run folder or id (default: the shipped transfer model)")
+    e.add_argument("--classes", nargs=2, default=["no", "yes"])
+    e.add_argument("--threshold", type=float, default=None)
+    e.add_argument("--json", action="store_true")
+    pr = sub.add_parser("predict", help="tumour probability for image files (JPEG, PNG, DICOM, ...)")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--model", default=None, help="run folder or id (default: the shipped transfer model)")
+    pr.add_argument("--threshold", type=float, default=None)
+    pr.add_argument("--gradcam", default=None, metavar="DIR", help="write Grad-CAM overlays here")
+    pr.add_argument("--json", action="store_true")
+    a = sub.add_parser("audit", help="near-duplicate groups and how much a split leaks")
+    a.add_argument("--data", required=True)
+    a.add_argument("--classes", nargs=2, default=["no", "yes"])
+    a.add_argument("--max-distance", type=int, default=10)
+    a.add_argument("--test-size", type=float, default=0.2)
+    a.add_argument("--seed", type=int, default=42)
+    a.add_argument("--json", action="store_true")
+    r = sub.add_parser("reproduce", help="the paper's full protocol, both models, both splits -> report")
+    r.add_argument("--data", required=True)
+    r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--models", nargs="+", default=["paper_cnn", "transfer"])
+    r.add_argument("--splits", nargs="+", default=["random", "group"], choices=["random", "group"])
+    r.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50v2"])
+    r.add_argument("--report", default="reports", help="folder for reproduction.md and its figures")
+    r.add_argument("--out", default=None, help="run registry folder (default trained_models/_reproduce)")
+    ru = sub.add_parser("runs", help="list the runs in the registry")
+    ru.add_argument("--out", default=None)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("train", "cv"):
+            return cmd_train(args, args.command)
+        if args.command == "reproduce":
+            from .reproduce import main as reproduce_main
+            return reproduce_main(args)
+        return {"evaluate": cmd_evaluate, "predict": cmd_predict, "audit": cmd_audit, "runs": cmd_runs}[args.command](args)
+    except BTError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 2

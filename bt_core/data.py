@@ -1,0 +1,154 @@
+"""Data: read a two-class image folder once, cache the decoded arrays on disk, hand out batches.
+
+Layout (Br35H's): ``<root>/yes/`` holds tumour slices (label 1), ``<root>/no/`` the others
+(label 0); the class folder names are configurable. Every file goes through
+:func:`bt_core.images.load_image` (EXIF orientation, 16-bit, DICOM, ...), is resized to
+``size`` x ``size`` (240, as in the paper) and kept as greyscale ``uint8``.
+
+Decoded arrays are cached in ``cache_dir`` (default ``$BT_CACHE_DIR`` or ``~/.cache/bt_core``) in
+one ``.npz`` whose name is a hash of every file's *content*, its label and the size, so a second
+run decodes nothing and a changed file is noticed. Files that cannot be decoded are skipped and
+listed in :attr:`Dataset.skipped`, never silently.
+
+Models take float32 batches of shape (N, size, size, channels) with raw values in [0, 255]
+(:func:`as_batch`); ``preprocess="percentile"`` applies per-image percentile clipping first.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import images
+from .errors import DataError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"}
+DEFAULT_CLASSES = ("no", "yes")
+DEFAULT_SIZE = 240
+CACHE_VERSION = "1"
+PREPROCESS_CHOICES = ("none", "percentile")
+
+
+@dataclass
+class Dataset:
+    """Decoded images of one folder: ``images`` (N, size, size) uint8, ``labels`` (N,) int."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    root: str
+    classes: tuple[str, str] = DEFAULT_CLASSES
+    skipped: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BT_CACHE_DIR", Path.home() / ".cache" / "bt_core"))
+
+
+def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSES):
+    """Return (relative paths, labels) of the images under ``root/<class>/``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    if len(classes) != 2:
+        raise DataError(f"need exactly two class folders (negative, positive), got {list(classes)}")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        folder = root / cls
+        if not folder.is_dir():
+            raise DataError(f"class folder missing: {folder} (expected {root}/{classes[0]}/ and {root}/{classes[1]}/)")
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        paths += [str(p.relative_to(root)) for p in found]
+        labels += [label] * len(found)
+    if not paths:
+        raise DataError(f"no images found in {root}/{classes[0]}/ or {root}/{classes[1]}/")
+    if len(set(labels)) < 2:
+        raise DataError(f"only one class has images in {root}: need both {classes[0]}/ and {classes[1]}/")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _fingerprint(root: Path, paths: list[str], labels: np.ndarray, size: int) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
+    for rel, lab in zip(paths, labels):
+        h.update(f"|{lab}|".encode())
+        h.update(hashlib.sha1((root / rel).read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+
+def load_folder(
+    root: str | os.PathLike,
+    size: int = DEFAULT_SIZE,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Dataset:
+    """Decode every image of a two-class folder (or read them from the cache)."""
+    root = Path(root).resolve()
+    paths, labels = list_folder(root, classes)
+    key = _fingerprint(root, paths, labels, size)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache / f"{key}.npz"
+    if cache_file.exists():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                return Dataset(z["images"], z["labels"], [str(p) for p in z["paths"]], str(root),
+                               tuple(classes), [str(s) for s in z["skipped"]], key)
+        except Exception:  # a broken cache is rebuilt, not trusted
+            pass
+    arrays, kept, kept_labels, skipped = [], [], [], []
+    for i, (rel, lab) in enumerate(zip(paths, labels)):
+        try:
+            pix = images.load_image(root / rel, name=rel).pixels
+            arrays.append(resize(pix, size))
+            kept.append(rel)
+            kept_labels.append(lab)
+        except images.ImageError as err:
+            skipped.append(f"{rel}: {err}")
+        if progress:
+            progress(i + 1, len(paths))
+    if not arrays:
+        raise DataError(f"none of the {len(paths)} files in {root} could be decoded")
+    ds = Dataset(np.stack(arrays), np.asarray(kept_labels, np.int64), kept, str(root), tuple(classes), skipped, key)
+    _atomic_savez(cache_file, images=ds.images, labels=ds.labels, paths=np.asarray(kept),
+                  skipped=np.asarray(skipped, dtype=str))
+    return ds
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache disk only costs speed
+        pass
+
+
+def resize(pixels: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Resize a greyscale uint8 image to size x size (aspect not kept, as in the paper)."""
+    return images.to_model_input(pixels, size=size, channels=1)[..., 0].round().clip(0, 255).astype(np.uint8)
+
+
+def normalize(batch_u8: np.ndarray, preprocess: str = "none") -> np.ndarray:
+    """Apply the per-image intensity step named by ``preprocess`` to (N, H, W) uint8 images."""
+    if preprocess not in PREPROCESS_CHOICES:
+        raise DataError(f"unknown preprocess {preprocess!r}; choose one of {', '.join(PREPROCESS_CHOICES)}")
+    if preprocess == "percentile":
+        return np.stack([images.normalize_intensity(im) for im in batch_u8])
+    return batch_u8
+
+
+def as_batch(images_u8: np.ndarray, channels: int = 1, preprocess: str = "none") -> np.ndarray:
+    """(N, H, W) uint8 -> float32 (N, H, W, channels) in [0, 255], ready for a model."""
+    x = normalize(np.asarray(images_u8), preprocess).astype(np.float32)[..., None]
+    return np.repeat(x, channels, axis=-1) if channels > 1 else x

@@ -1,0 +1,92 @@
+"""Inference: score images with a saved run, the same way for the command line and the app.
+
+A :class:`Predictor` loads a run's model once and applies the run's own preprocessing, its
+temperature (calibration, default 1) and its operating threshold (default 0.5; a run may store one
+chosen for a target sensitivity). Where the run carries an out-of-distribution detector
+(:mod:`bt_core.ood`), every answer says whether the image looks like what the model was trained on.
+Results are decision support, not a diagnosis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import data as data_mod
+from . import runs
+from .training import TrainConfig
+
+DISCLAIMER = ("Decision support for research and teaching, not a diagnosis: a clinician must read the scan.")
+
+
+@dataclass
+class Answer:
+    """One image's answer."""
+
+    name: str
+    prob: float
+    threshold: float
+    tumour: bool
+    ood: bool = False
+    ood_score: float | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def decision(self) -> str:
+        if self.ood:
+            return "unlike training data: no answer"
+        return "tumour" if self.tumour else "no tumour"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "prob": round(self.prob, 6), "threshold": self.threshold,
+                "decision": self.decision, "tumour": self.tumour, "ood": self.ood,
+                "ood_score": self.ood_score, "notes": self.notes}
+
+
+class Predictor:
+    """A loaded run, ready to answer."""
+
+    def __init__(self, run, root=None):
+        self.record = runs.load_run(run, root)
+        self.model = runs.load_model(self.record["dir"])
+        self.config = TrainConfig.from_dict(self.record.get("config", {}))
+        self.name = self.record.get("label") or self.record.get("id", "model")
+        cal = self.record.get("calibration") or {}
+        self.temperature = float(cal.get("temperature", 1.0))
+        self.threshold = float((self.record.get("operating_point") or {}).get("threshold", 0.5))
+        self.ood = None
+        if self.record.get("ood"):
+            from . import ood
+            self.ood = ood.OODDetector.from_dict(self.record["ood"])
+            self._features = ood.feature_model(self.model)
+
+    def batch(self, pixels_list) -> np.ndarray:
+        """Greyscale uint8 images of any size -> the model's float32 batch."""
+        size = self.config.image_size
+        resized = np.stack([data_mod.resize(p, size) for p in pixels_list])
+        return data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        prob = np.asarray(self.model.predict(x, batch_size=32, verbose=0), np.float64).reshape(-1)
+        if self.temperature != 1.0:
+            from .calibration import apply_temperature
+            prob = np.asarray(apply_temperature(prob, self.temperature), np.float64)
+        return prob
+
+    def answer(self, pixels_list, names=None, threshold: float | None = None) -> list[Answer]:
+        names = names or [f"image {i + 1}" for i in range(len(pixels_list))]
+        thr = self.threshold if threshold is None else float(threshold)
+        x = self.batch(pixels_list)
+        prob = self.probabilities(x)
+        flags = scores = [None] * len(prob)
+        if self.ood is not None:
+            scores = self.ood.score(np.asarray(self._features.predict(x, verbose=0)))
+            flags = scores > self.ood.threshold
+        return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
+                       float(s) if s is not None else None)
+                for n, p, f, s in zip(names, prob, flags, scores)]
+
+    def explain(self, pixels_list, method: str = "gradcam", target: str = "tumour") -> np.ndarray:
+        """Grad-CAM (or Grad-CAM++) maps at the model's input size, (N, size, size) in [0, 1]."""
+        from . import gradcam
+        return gradcam.explain(self.model, self.batch(pixels_list), target=target, method=method)

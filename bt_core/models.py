@@ -1,0 +1,168 @@
+"""Models: the paper's two CNNs, built with ``keras`` only so they run on TensorFlow, JAX or PyTorch.
+
+- :func:`paper_cnn` is the paper's from-scratch network (Figures 1 and 3): Conv2D(32, 3, relu) +
+  MaxPool twice, Dropout, Flatten, Dense(500, relu), Dense(1, sigmoid); 240x240x1 input, 54M
+  parameters. ``head_pool=8`` adds one MaxPool(8) before Flatten (``compact_cnn``): 0.8M
+  parameters, small enough to ship, same convolutions.
+- :func:`transfer` puts a frozen ImageNet backbone under the same head: ResNet50V2 by default, as
+  in the paper, from ``keras.applications`` with ``weights="imagenet"`` (downloads when online), or
+  EfficientNet-Lite0 whose converted ImageNet weights ship with the repository (works offline).
+  The backbone is nested as one layer named ``"backbone"`` that outputs its last feature map.
+
+Every model takes float32 (N, 240, 240, C) in [0, 255] and rescales inside; grey input is
+repeated to RGB inside the transfer model. Every model ends ``Dense(1, name="logit")`` then
+``Activation("sigmoid", name="prob")`` so Grad-CAM can explain the logit. ``augment=True`` puts
+keras' random preprocessing layers (flip, rotation, shift, zoom, contrast; inactive at inference)
+right after the input. Defaults: dropout 0.5, Adam 1e-4, binary cross-entropy.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .errors import ConfigError, ModelError
+
+MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer")
+BACKBONES = ("efficientnet_lite0", "resnet50v2")
+DEFAULT_INPUT = (240, 240, 1)
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+class GreyToRGB(layers.Layer):
+    """Repeat a one-channel image to three channels (identity on three-channel input)."""
+
+    def call(self, x):
+        return keras.ops.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+
+def augmentation(seed: int = 42) -> list:
+    """MRI-minded random transforms (flips, small rotations and shifts, zoom, contrast)."""
+    return [
+        layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
+        layers.RandomRotation(0.04, fill_mode="constant", seed=seed, name="aug_rotate"),
+        layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed, name="aug_shift"),
+        layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed, name="aug_zoom"),
+        layers.RandomContrast(0.2, value_range=(0, 255), seed=seed, name="aug_contrast"),
+    ]
+
+
+def _head(x, dense_units: int, dropout: float):
+    x = layers.Dense(dense_units, activation="relu", name="fc")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    x = layers.Dense(1, name="logit")(x)
+    return layers.Activation("sigmoid", name="prob", dtype="float32")(x)
+
+
+def paper_cnn(input_shape=DEFAULT_INPUT, dense_units: int = 500, dropout: float = 0.5,
+              head_pool: int = 1, augment: bool = False, seed: int = 42, name: str = "paper_cnn") -> keras.Model:
+    """The paper's from-scratch CNN; ``head_pool`` > 1 adds MaxPool(head_pool) before Flatten."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for layer in augmentation(seed) if augment else []:
+        x = layer(x)
+    x = layers.Rescaling(1 / 255.0, name="rescale")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Dropout(dropout, name="conv_dropout")(x)
+    if head_pool > 1:
+        x = layers.MaxPooling2D(head_pool, name="head_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, _head(x, dense_units, 0.0), name=name)
+
+
+def backbone_model(name: str = "efficientnet_lite0", weights="default", input_shape=(240, 240, 3)) -> keras.Model:
+    """A pretrained feature extractor named "backbone" that outputs its last 4-D feature map.
+
+    ``weights``: ``"default"`` (ImageNet: downloaded for ResNet50V2, the shipped file for Lite0),
+    ``"imagenet"``, a local weights file, or ``None`` (random, for tests).
+    """
+    if name == "resnet50v2":
+        w = "imagenet" if weights == "default" else weights
+        try:
+            base = keras.applications.ResNet50V2(include_top=False, weights=w, input_shape=input_shape)
+        except Exception as err:  # offline, or a file that does not fit
+            raise ModelError(f"ResNet50V2 weights {w!r} could not be loaded ({type(err).__name__}); offline? "
+                             "use --backbone efficientnet_lite0, which ships its ImageNet weights") from None
+    elif name == "efficientnet_lite0":
+        from . import lite0
+
+        w = lite0.default_weights_path() if weights in ("default", "imagenet") else weights
+        base = lite0.efficientnet_lite0(input_shape=input_shape, include_top=False, weights=w)
+    else:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return keras.Model(base.input, base.output, name="backbone")
+
+
+def transfer(backbone: str = "efficientnet_lite0", weights="default", input_shape=DEFAULT_INPUT,
+             dense_units: int = 500, dropout: float = 0.5, pooling: str = "avg", fine_tune_layers: int = 0,
+             augment: bool = False, seed: int = 42, name: str | None = None) -> keras.Model:
+    """Frozen pretrained backbone + the paper's head (``pooling="flatten"`` for the paper's exact head)."""
+    keras.utils.set_random_seed(seed)
+    base = backbone_model(backbone, weights, (*input_shape[:2], 3))
+    set_trainable_top(base, fine_tune_layers)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for layer in augmentation(seed) if augment else []:
+        x = layer(x)
+    x = GreyToRGB(name="grey_to_rgb")(x)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)  # both backbones expect [-1, 1]
+    x = base(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "flatten":
+        x = layers.Flatten(name="pool")(x)
+    else:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose avg or flatten")
+    return keras.Model(inputs, _head(x, dense_units, dropout), name=name or f"transfer_{backbone}")
+
+
+def set_trainable_top(backbone: keras.Model, n_layers: int) -> None:
+    """Freeze the backbone except its top ``n_layers`` weighted layers (BatchNorm stays frozen)."""
+    backbone.trainable = n_layers > 0
+    if n_layers <= 0:
+        return
+    weighted = [lay for lay in backbone.layers if lay.weights]
+    for i, lay in enumerate(weighted):
+        lay.trainable = i >= len(weighted) - n_layers and not isinstance(lay, layers.BatchNormalization)
+
+
+def build(kind: str, input_shape=DEFAULT_INPUT, **kw) -> keras.Model:
+    """Build a model by name: ``paper_cnn``, ``compact_cnn`` or ``transfer``."""
+    if kind == "paper_cnn":
+        return paper_cnn(input_shape, **kw)
+    if kind == "compact_cnn":
+        kw.setdefault("head_pool", 8)
+        return paper_cnn(input_shape, name="compact_cnn", **kw)
+    if kind == "transfer":
+        return transfer(input_shape=input_shape, **kw)
+    raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+
+
+def compile_model(model: keras.Model, lr: float = 1e-4, jit_compile="auto") -> keras.Model:
+    """Adam(lr) + binary cross-entropy + accuracy, as in the paper."""
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=jit_compile)
+    return model
+
+
+def split_at_features(model: keras.Model):
+    """For a transfer model: (feature extractor up to the pooled features, head applied to features).
+
+    Training the head on cached features is the same as training the frozen model end to end,
+    because the head layers are shared: fitting ``head`` updates ``model``.
+    """
+    pool = model.get_layer("pool")
+    features = keras.Model(model.inputs, pool.output, name="features")
+    names = [lay.name for lay in model.layers]
+    feat_in = keras.Input(pool.output.shape[1:], name="features_in")
+    x = feat_in
+    for lay in model.layers[names.index("pool") + 1:]:
+        x = lay(x)
+    return features, keras.Model(feat_in, x, name="head")

@@ -1,0 +1,130 @@
+"""Runs on disk: a registry of training runs, one folder a run (``run.json`` + ``model.keras``).
+
+Default root: ``trained_models/`` in the repository (``$BT_RUNS_DIR`` overrides it). A run is
+written into a hidden temporary folder and renamed into place only when complete, so a job that is
+killed, runs out of memory or fills the disk leaves no half-written run. Models load with Keras'
+``safe_mode=True``; a missing or corrupt model raises :class:`~bt_core.errors.ModelError`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import ModelError
+
+RUN_FILE = "run.json"
+MODEL_FILE = "model.keras"
+_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("BT_RUNS_DIR", Path(__file__).resolve().parent.parent / "trained_models"))
+
+
+def new_run_id(record: dict) -> str:
+    cfg = record.get("config", {})
+    name = cfg.get("model", "model") + (f"-{cfg['backbone']}" if cfg.get("model") == "transfer" else "")
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{cfg.get('split', 'split')}-{record.get('mode', 'run')}"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(record: dict, model=None, root: str | os.PathLike | None = None, run_id: str | None = None) -> Path:
+    """Write a complete run atomically -> its folder. ``model`` is a keras Model or None."""
+    root = Path(root) if root else default_root()
+    root.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or new_run_id(record)
+    if not _ID_OK.match(run_id):
+        raise ModelError(f"invalid run id {run_id!r}")
+    final = root / run_id
+    if final.exists():
+        raise ModelError(f"run {run_id} already exists in {root}")
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{run_id}-"))
+    try:
+        record = {**record, "id": run_id, "status": "finished", "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if model is not None:
+            model.save(tmp / MODEL_FILE)
+            record["model_file"] = MODEL_FILE
+        write_json_atomic(tmp / RUN_FILE, record)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def resolve(run: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A run given as a folder path or as an id in the registry -> its folder."""
+    p = Path(run)
+    if (p / RUN_FILE).is_file():
+        return p
+    root = Path(root) if root else default_root()
+    if _ID_OK.match(str(run)) and (root / str(run) / RUN_FILE).is_file():
+        return root / str(run)
+    raise ModelError(f"no run found at {run} (give a run folder or an id from `python -m bt_core runs`)")
+
+
+def load_run(run: str | os.PathLike, root=None) -> dict:
+    folder = resolve(run, root)
+    try:
+        record = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"run record {folder / RUN_FILE} is unreadable: {err}") from None
+    record["dir"] = str(folder)
+    return record
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[dict]:
+    """Summaries of every complete run under ``root``, newest first; broken ones are marked."""
+    root = Path(root) if root else default_root()
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(root.iterdir(), reverse=True):
+        if folder.name.startswith((".", "_")) or not (folder / RUN_FILE).is_file():
+            continue
+        try:
+            rec = json.loads((folder / RUN_FILE).read_text())
+            cfg = rec.get("config", {})
+            out.append({"id": folder.name, "dir": str(folder), "status": rec.get("status", "finished"),
+                        "mode": rec.get("mode"), "model": cfg.get("model"), "backbone": cfg.get("backbone"),
+                        "split": cfg.get("split"), "epochs": cfg.get("epochs"), "created": rec.get("created"),
+                        "test": (rec.get("test") or {}).get("metrics", {}), "folds": len(rec.get("folds", [])),
+                        "has_model": (folder / rec.get("model_file", MODEL_FILE)).is_file()})
+        except (OSError, ValueError) as err:
+            out.append({"id": folder.name, "dir": str(folder), "status": f"unreadable: {err}"})
+    return out
+
+
+def load_model(run: str | os.PathLike, root=None):
+    """The run's Keras model, loaded with ``safe_mode=True``."""
+    import keras
+
+    from . import models  # noqa: F401  (registers custom layers)
+
+    folder = resolve(run, root)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:
+        raise ModelError(f"model {path} could not be loaded ({type(err).__name__}); the file may be corrupt") from None

@@ -1,0 +1,222 @@
+"""Training: fit one model, or run the paper's protocol (k-fold CV, final fit, test), as a *run*.
+
+Defaults are the paper's: Adam 1e-4, binary cross-entropy, 30 epochs, batch 32, 3 folds, 20% test;
+but the split is group-aware (leak-free) unless ``split="random"`` is asked for.
+
+A frozen transfer model (no fine-tuning, no augmentation) is trained on cached backbone features:
+each image goes through the backbone once and only the head trains, which gives the same model as
+training end to end, many times faster. The returned run record holds the config, split indices,
+per-epoch histories, per-fold validation metrics, out-of-fold and test predictions, wall time,
+backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+
+from . import data as data_mod
+from . import metrics, models, splits
+from .errors import ConfigError
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in run.json)."""
+
+    model: str = "compact_cnn"
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = "default"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    seed: int = 42
+    folds: int = 3
+    split: str = "group"
+    test_size: float = 0.2
+    image_size: int = 240
+    channels: int = 1
+    preprocess: str = "none"
+    augment: bool = False
+    dropout: float = 0.5
+    dense_units: int = 500
+    fine_tune_layers: int = 0
+    cache_features: bool = True
+    mixed_precision: bool = False
+    max_distance: int = splits.DEFAULT_MAX_DISTANCE
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.model in models.MODEL_KINDS, f"model must be one of {', '.join(models.MODEL_KINDS)}"),
+            (self.backbone in models.BACKBONES, f"backbone must be one of {', '.join(models.BACKBONES)}"),
+            (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
+            (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
+            (0 < self.lr < 1, "learning rate must lie between 0 and 1"),
+            (2 <= self.folds <= 20, "folds must be between 2 and 20"),
+            (self.split in splits.SPLIT_KINDS, f"split must be one of {', '.join(splits.SPLIT_KINDS)}"),
+            (0 < self.test_size < 1, "test size must lie between 0 and 1"),
+            (32 <= self.image_size <= 1024, "image size must be between 32 and 1024"),
+            (self.channels in (1, 3), "channels must be 1 or 3"),
+            (self.preprocess in data_mod.PREPROCESS_CHOICES, f"preprocess must be one of {data_mod.PREPROCESS_CHOICES}"),
+            (0 <= self.dropout < 1, "dropout must lie in [0, 1)"),
+            (self.fine_tune_layers >= 0, "fine_tune_layers must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return (self.model == "transfer" and self.cache_features and not self.augment
+                and self.fine_tune_layers == 0)
+
+
+def build_model(cfg: TrainConfig) -> keras.Model:
+    shape = (cfg.image_size, cfg.image_size, cfg.channels)
+    kw = dict(dropout=cfg.dropout, dense_units=cfg.dense_units, augment=cfg.augment, seed=cfg.seed)
+    if cfg.model == "transfer":
+        kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers)
+    return models.compile_model(models.build(cfg.model, shape, **kw), cfg.lr)
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    def __init__(self, progress: Progress, stage: str, n_train: int):
+        super().__init__()
+        self.progress, self.stage, self.n_train, self.t0 = progress, stage, n_train, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        self.progress({"event": "epoch", "stage": self.stage, "epoch": epoch + 1,
+                       "epochs": self.params.get("epochs"), "seconds": round(dt, 3),
+                       "images_per_s": round(self.n_train / dt, 1),
+                       "logs": {k: float(v) for k, v in (logs or {}).items()}})
+
+
+def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Progress | None = None,
+        stage: str = "fit", verbose: int = 0):
+    """Build and train one model -> (model, history dict of per-epoch lists)."""
+    cfg.validate()
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_model(cfg)
+    callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
+    val = (x_val, y_val) if x_val is not None else None
+    if cfg.uses_feature_cache:
+        features, head = models.split_at_features(model)
+        models.compile_model(head, cfg.lr)
+        if progress:
+            progress({"event": "features", "stage": stage, "n": len(y_train) + (len(y_val) if val else 0)})
+        f_train = features.predict(x_train, batch_size=cfg.batch_size, verbose=0)
+        val = (features.predict(x_val, batch_size=cfg.batch_size, verbose=0), y_val) if val else None
+        hist = head.fit(f_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        shuffle=True, callbacks=callbacks, verbose=verbose)
+    else:
+        hist = model.fit(x_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         shuffle=True, callbacks=callbacks, verbose=verbose)
+    return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def predict_proba(model: keras.Model, x, batch_size: int = 32) -> np.ndarray:
+    """Tumour probability for each image of a float32 batch."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64).reshape(-1)
+
+
+def hardware() -> dict:
+    """Backend and device description for the run record."""
+    info = {"backend": keras.backend.backend(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "keras": keras.__version__}
+    try:
+        import os
+        info["cpus"] = os.cpu_count()
+        if info["backend"] == "jax":
+            import jax
+            info["devices"] = [str(d) for d in jax.devices()]
+        elif info["backend"] == "tensorflow":
+            import tensorflow as tf
+            info["devices"] = [d.name for d in tf.config.list_logical_devices()]
+        elif info["backend"] == "torch":
+            import torch
+            info["devices"] = [torch.cuda.get_device_name(0)] if torch.cuda.is_available() else ["cpu"]
+    except Exception:  # device listing is informative only
+        pass
+    return info
+
+
+def groups_for(ds: data_mod.Dataset, cfg: TrainConfig):
+    """Near-duplicate groups when the split needs them, else None."""
+    return splits.near_duplicate_groups(ds.images, max_distance=cfg.max_distance) if cfg.split == "group" else None
+
+
+def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progress: Progress | None = None,
+                 verbose: int = 0):
+    """The paper's protocol on one data set -> (final model, run record).
+
+    ``mode="cv"``: k folds on the training part (validation metrics and out-of-fold predictions),
+    then a final fit on the whole training part scored on the held-out test part.
+    ``mode="train"``: only the final fit and the test.
+    """
+    cfg.validate()
+    if mode not in ("cv", "train"):
+        raise ConfigError(f"mode must be cv or train, got {mode!r}")
+    report = progress or (lambda event: None)
+    t0 = time.perf_counter()
+    y = ds.labels
+    groups = groups_for(ds, cfg)
+    train_idx, test_idx = splits.holdout(y, cfg.split, groups, cfg.test_size, cfg.seed)
+    x_all = data_mod.as_batch(ds.images, cfg.channels, cfg.preprocess)
+    record = {"mode": mode, "config": cfg.to_dict(),
+              "data": {"root": ds.root, "classes": list(ds.classes), "n": len(y), "fingerprint": ds.fingerprint,
+                       "paths": ds.paths, "labels": y.tolist(), "skipped": ds.skipped},
+              "split": {"kind": cfg.split, "seed": cfg.seed, "train_idx": train_idx.tolist(),
+                        "test_idx": test_idx.tolist(),
+                        "groups": groups.tolist() if groups is not None else None},
+              "folds": [], "oof": {"idx": [], "prob": [], "fold": []}}
+    if mode == "cv":
+        sub_groups = groups[train_idx] if groups is not None else None
+        fold_iter = list(splits.kfold(y[train_idx], cfg.folds, cfg.split, sub_groups, cfg.seed))
+        for k, (tr, va) in enumerate(fold_iter, start=1):
+            tr, va = train_idx[tr], train_idx[va]
+            report({"event": "stage", "stage": f"fold {k}/{cfg.folds}", "fold": k, "folds": cfg.folds})
+            tf0 = time.perf_counter()
+            model, hist = fit(cfg, x_all[tr], y[tr], x_all[va], y[va], report, f"fold {k}", verbose)
+            prob = predict_proba(model, x_all[va], cfg.batch_size)
+            record["folds"].append({"fold": k, "train_idx": tr.tolist(), "val_idx": va.tolist(), "history": hist,
+                                    "metrics": metrics.binary_metrics(y[va], prob),
+                                    "seconds": round(time.perf_counter() - tf0, 2)})
+            record["oof"]["idx"] += va.tolist()
+            record["oof"]["prob"] += prob.tolist()
+            record["oof"]["fold"] += [k] * len(va)
+            del model
+            keras.backend.clear_session()
+    report({"event": "stage", "stage": "final fit", "fold": 0, "folds": cfg.folds})
+    tf0 = time.perf_counter()
+    model, hist = fit(cfg, x_all[train_idx], y[train_idx], progress=report, stage="final", verbose=verbose)
+    prob = predict_proba(model, x_all[test_idx], cfg.batch_size)
+    record["final"] = {"history": hist, "seconds": round(time.perf_counter() - tf0, 2)}
+    record["test"] = {"idx": test_idx.tolist(), "y": y[test_idx].tolist(), "prob": prob.tolist(),
+                      "metrics": metrics.binary_metrics(y[test_idx], prob)}
+    record["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    record["hardware"] = hardware()
+    record["params"] = int(model.count_params())
+    report({"event": "done", "test": record["test"]["metrics"]})
+    return model, record

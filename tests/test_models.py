@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from bt_core import models
+from bt_core.errors import ConfigError
+
+
+def test_paper_cnn_is_the_papers_architecture():
+    m = models.paper_cnn()
+    names = [l.__class__.__name__ for l in m.layers]
+    assert names == ["InputLayer", "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Dropout",
+                     "Flatten", "Dense", "Dense", "Activation"]
+    assert m.get_layer("conv1").filters == 32 and m.get_layer("conv1").kernel_size == (3, 3)
+    assert m.get_layer("fc").units == 500 and m.get_layer("logit").units == 1
+    # 58*58*32*500 + 500 dense weights dominate: about 54 million parameters
+    assert 53_000_000 < m.count_params() < 55_000_000
+
+
+def test_compact_cnn_is_small_and_outputs_probabilities():
+    m = models.build("compact_cnn")
+    assert m.count_params() < 1_000_000
+    p = m.predict(np.zeros((2, 240, 240, 1), np.float32), verbose=0)
+    assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
+
+
+def test_transfer_model_nests_a_frozen_backbone_and_splits_at_features():
+    m = models.transfer("efficientnet_lite0", weights=None, input_shape=(64, 64, 1))
+    bb = m.get_layer("backbone")
+    assert not bb.trainable and len(bb.output.shape) == 4
+    feats, head = models.split_at_features(m)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)
+    full = m.predict(x, verbose=0)
+    via = head.predict(feats.predict(x, verbose=0), verbose=0)
+    np.testing.assert_allclose(full, via, rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tuning_unfreezes_only_the_top_layers():
+    m = models.transfer("efficientnet_lite0", weights=None, input_shape=(64, 64, 1), fine_tune_layers=3)
+    bb = m.get_layer("backbone")
+    trainable = [l for l in bb.layers if l.weights and l.trainable]
+    assert 1 <= len(trainable) <= 3
+
+
+def test_unknown_names_are_config_errors():
+    with pytest.raises(ConfigError):
+        models.build("vgg")
+    with pytest.raises(ConfigError):
+        models.backbone_model("nope", weights=None)

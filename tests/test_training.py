@@ -1,0 +1,84 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from bt_core import data, models, runs, training
+from bt_core.errors import ConfigError, ModelError
+
+
+def test_config_validation_gives_one_line_errors():
+    with pytest.raises(ConfigError, match="epochs"):
+        training.TrainConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="split"):
+        training.TrainConfig(split="leaky").validate()
+    cfg = training.TrainConfig(epochs=3)
+    assert training.TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+
+
+def test_head_on_cached_features_equals_end_to_end_frozen_training():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 48, 48, 1)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.float32)
+
+    def build():
+        m = models.transfer("efficientnet_lite0", weights=None, input_shape=(48, 48, 1), dropout=0.0, seed=7)
+        return m
+
+    end_to_end = models.compile_model(build(), 1e-3, jit_compile=False)
+    end_to_end.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    cached = build()
+    feats, head = models.split_at_features(cached)
+    models.compile_model(head, 1e-3, jit_compile=False)
+    head.fit(feats.predict(x, verbose=0), y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    untrained = build().predict(x, verbose=0)
+    a, b = end_to_end.predict(x, verbose=0), cached.predict(x, verbose=0)
+    assert np.abs(a - untrained).max() > 1e-4  # training did change the model ...
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # ... identically both ways
+
+
+def test_cv_protocol_writes_a_complete_run(tiny_folder, tmp_path):
+    ds = data.load_folder(tiny_folder, size=48)
+    cfg = training.TrainConfig(model="compact_cnn", epochs=2, batch_size=8, folds=2, split="random",
+                               image_size=48, lr=1e-3)
+    events = []
+    model, record = training.run_protocol(cfg, ds, "cv", events.append)
+    assert len(record["folds"]) == 2
+    for f in record["folds"]:
+        assert set(f["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert len(f["history"]["loss"]) == 2 and 0 <= f["metrics"]["accuracy"] <= 1
+    assert sorted(record["oof"]["idx"]) == sorted(record["split"]["train_idx"])
+    assert len(record["test"]["prob"]) == len(record["split"]["test_idx"]) == record["test"]["metrics"]["n"]
+    assert record["hardware"]["backend"] == keras.backend.backend() and record["wall_time_s"] > 0
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2] * 3
+    folder = runs.save_run(record, model, tmp_path / "runs")
+    again = runs.load_model(folder)
+    x = data.as_batch(ds.images[:3])
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    listed = runs.list_runs(tmp_path / "runs")
+    assert [r["id"] for r in listed] == [folder.name] and listed[0]["has_model"]
+
+
+def test_registry_is_atomic_and_reports_broken_models(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    model = models.build("compact_cnn", (64, 64, 1))
+
+    def boom(*a, **k):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(model, "save", boom)
+    with pytest.raises(OSError):
+        runs.save_run({"config": {"model": "compact_cnn"}, "mode": "train"}, model, root, run_id="r1")
+    assert list(root.iterdir()) == []  # nothing half-written
+    monkeypatch.undo()
+    folder = runs.save_run({"config": {"model": "compact_cnn"}, "mode": "train"}, model, root, run_id="r2")
+    (folder / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="corrupt"):
+        runs.load_model(folder)
+    (folder / "model.keras").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        runs.load_model(folder)
+    with pytest.raises(ModelError):
+        runs.resolve("../../etc", root)
+    assert json.loads((folder / "run.json").read_text())["status"] == "finished"
