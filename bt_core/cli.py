@@ -40,6 +40,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", default=d.preprocess, choices=["none", "percentile"])
     p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts, zoom, contrast")
     p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
+    p.add_argument("--fine-tune-from", default="", metavar="LAYER",
+                   help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
     p.add_argument("--out", default=None, help="run registry folder (default trained_models/)")
     p.add_argument("--progress-file", default=None, help="append JSON-lines progress events here")
@@ -53,7 +55,7 @@ def _config(args):
     return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
-                       augment=args.augment, fine_tune_layers=args.fine_tune_layers,
+                       augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from,
                        mixed_precision=args.mixed_precision).validate()
 
 
@@ -232,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50v2"])
     r.add_argument("--report", default="reports", help="folder for reproduction.md and its figures")
     r.add_argument("--out", default=None, help="run registry folder (default trained_models/_reproduce)")
+    c = sub.add_parser("calibrate", help="temperature, operating threshold and OOD check for a cv run")
+    c.add_argument("run")
+    c.add_argument("--data", default=None, help="the run's data folder, if it moved")
+    c.add_argument("--target-sensitivity", type=float, default=0.98)
+    c.add_argument("--ood-quantile", type=float, default=0.99)
     ru = sub.add_parser("runs", help="list the runs in the registry")
     ru.add_argument("--out", default=None)
     return p
@@ -245,6 +252,10 @@ def main(argv=None) -> int:
         if args.command == "reproduce":
             from .reproduce import main as reproduce_main
             return reproduce_main(args)
+        if args.command == "calibrate":
+            from .posthoc import calibrate
+            print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile), default=float, indent=1))
+            return 0
         return {"evaluate": cmd_evaluate, "predict": cmd_predict, "audit": cmd_audit, "runs": cmd_runs}[args.command](args)
     except BTError as err:
         print(f"error: {err}", file=sys.stderr)

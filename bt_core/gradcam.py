@@ -129,7 +129,8 @@ def _resolve_layer(model, layer):
         except ValueError:
             raise ModelError(f"model {model.name!r} has no layer named {layer!r}") from None
     if layer not in model.layers:
-        raise ModelError(f"layer {getattr(layer, 'name', layer)!r} is not part of model {model.name!r}")
+        name = getattr(layer, "name", layer)
+        raise ModelError(f"layer {name!r} is not part of model {model.name!r}")
     return layer
 
 
@@ -162,7 +163,7 @@ def _gradients(fn, a):
     if backend == "torch":
         import torch
 
-        a = torch.as_tensor(a).detach().requires_grad_(True)
+        a = keras.ops.convert_to_tensor(a).detach().requires_grad_(True)  # on Keras's device
         score = fn(a)
         score.sum().backward()
         return score.detach().cpu().numpy(), a.grad.detach().cpu().numpy()
@@ -226,7 +227,8 @@ def explain_with_prob(model, images, target="tumour", method="gradcam", layer=No
             raise ModelError(f"layer {target_layer.name!r} output is not 4-D (got {acts.shape})")
         score, grads = _gradients(score_fn, acts.astype(np.float32))
         logit = (sign * np.asarray(score, dtype=np.float32)).reshape(-1, 1)
-        prob = keras.ops.convert_to_numpy(_apply(after, logit)) if after else 1 / (1 + np.exp(-logit))
+        prob = _apply(after, logit) if after else 1.0 / (1.0 + np.exp(-logit))
+        prob = keras.ops.convert_to_numpy(prob)
         probs.append(np.asarray(prob, dtype=np.float32).reshape(-1))
         maps.extend(upsample(map_fn(a, g), x.shape[1:3]) for a, g in zip(acts, grads))
     return np.stack(maps).astype(np.float32), np.concatenate(probs)

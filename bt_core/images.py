@@ -44,7 +44,6 @@ _FRAME_NOTES = {"GIF": "animated GIF: first frame of {} used",
 @dataclass
 class LoadedImage:
     """A decoded image: ``pixels`` uint8 (H, W), display ``name``, human ``notes``."""
-
     pixels: np.ndarray
     name: str
     notes: list[str] = field(default_factory=list)
@@ -52,9 +51,9 @@ class LoadedImage:
 
 def safe_name(name: str) -> str:
     """Readable basename without directories, control or odd characters; never empty, <= 100 chars."""
-    text = os.fsdecode(name) if isinstance(name, (bytes, os.PathLike)) else name
-    text = text if isinstance(text, str) else ""
-    text = text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if isinstance(name, (bytes, os.PathLike)):
+        name = os.fsdecode(name)
+    text = (name if isinstance(name, str) else "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     kept = (" " if unicodedata.category(c)[0] == "Z" else c if c.isalnum() or c in "._-+()[] " else "_"
             for c in unicodedata.normalize("NFC", text) if unicodedata.category(c)[0] != "C")
     text = re.sub(r"_{2,}", "_", re.sub(r"\s+", " ", "".join(kept))).strip(" .").lstrip("-")
@@ -64,9 +63,10 @@ def safe_name(name: str) -> str:
     return text or "upload"
 
 
-def _short(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return msg if len(msg) <= 160 else msg[:157] + "..."
+def _short(exc: BaseException | str, limit: int = 160) -> str:
+    """One printable line (hostile files put newlines and control bytes in names and UIDs)."""
+    msg = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split()) or type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _read_source(source, max_bytes: int) -> bytes:
@@ -108,12 +108,15 @@ def load_image(source, name: str | None = None, max_bytes: int = MAX_UPLOAD_BYTE
         dicom = magic or label.lower().endswith((".dcm", ".dicom"))
         try:
             pixels, notes = _guarded(_decode_dicom if dicom else _decode_pillow, data)
-        except ImageError:
+        except ImageError as first:
             if magic or not dicom:
                 raise
-            pixels, notes = _guarded(_decode_pillow, data)  # a .dcm name on an ordinary picture
+            try:  # a .dcm name on an ordinary picture; else the DICOM reason is the useful one
+                pixels, notes = _guarded(_decode_pillow, data)
+            except ImageError:
+                raise first from first.__cause__
     except ImageError as exc:
-        raise ImageError(f"{label}: {exc}") from exc.__cause__
+        raise ImageError(_short(f"{label}: {exc}", 400)) from exc.__cause__
     return LoadedImage(pixels=pixels, name=label, notes=notes)
 
 
@@ -128,9 +131,8 @@ def _guarded(decode, data: bytes) -> tuple[np.ndarray, list[str]]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageError(f"image has {size}, over the limit of {MAX_PIXELS:,} pixels "
-                         "(refused as a possible decompression bomb)") from exc
+        size = f"image has {int(found.group(1)):,} pixels" if found else "image is too large"
+        raise ImageError(f"{size}, over the limit of {MAX_PIXELS:,} (possible decompression bomb)") from exc
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input
         raise ImageError("not enough memory to decode this image" if isinstance(exc, MemoryError)
                          else "not a recognised image (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
@@ -146,8 +148,7 @@ def _check_size(width: int, height: int) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > MAX_PIXELS:
-        raise ImageError(f"image is {width}x{height} ({width * height:,} pixels), "
-                         f"over the limit of {MAX_PIXELS:,} pixels")
+        raise ImageError(f"image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels")
 
 
 def _rescale(values, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -169,8 +170,7 @@ def _decode_pillow(data: bytes) -> tuple[np.ndarray, list[str]]:
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             notes.append(_FRAME_NOTES.get(im.format, f"animated {im.format}: first frame of {{}} used")
-                         .format(frames))
-            im.seek(0)
+                         .format(frames))  # counting frames leaves the image on frame 0
         im.load()  # full decode now: truncated or corrupt data raises here
         try:
             orientation = im.getexif().get(0x0112)

@@ -57,8 +57,11 @@ class Predictor:
         self.ood = None
         if self.record.get("ood"):
             from . import ood
-            self.ood = ood.OODDetector.from_dict(self.record["ood"])
-            self._features = ood.feature_model(self.model)
+            try:
+                self.ood = ood.OODDetector.load(self.record["dir"])
+                self._features = ood.feature_model(self.model, self.record["ood"]["layer"])
+            except (OSError, KeyError, ValueError):
+                self.ood = None  # the answer then carries no out-of-distribution flag
 
     def batch(self, pixels_list) -> np.ndarray:
         """Greyscale uint8 images of any size -> the model's float32 batch."""

@@ -102,11 +102,18 @@ def backbone_model(name: str = "efficientnet_lite0", weights="default", input_sh
 
 def transfer(backbone: str = "efficientnet_lite0", weights="default", input_shape=DEFAULT_INPUT,
              dense_units: int = 500, dropout: float = 0.5, pooling: str = "avg", fine_tune_layers: int = 0,
-             augment: bool = False, seed: int = 42, name: str | None = None) -> keras.Model:
-    """Frozen pretrained backbone + the paper's head (``pooling="flatten"`` for the paper's exact head)."""
+             fine_tune_from: str = "", augment: bool = False, seed: int = 42, name: str | None = None) -> keras.Model:
+    """Frozen pretrained backbone + the paper's head (``pooling="flatten"`` for the paper's exact head).
+
+    Fine-tuning: ``fine_tune_layers=N`` unfreezes the top N weighted backbone layers, or
+    ``fine_tune_from="block10_add"`` every layer after the named one (BatchNorm stays frozen).
+    """
     keras.utils.set_random_seed(seed)
     base = backbone_model(backbone, weights, (*input_shape[:2], 3))
-    set_trainable_top(base, fine_tune_layers)
+    if fine_tune_from:
+        set_trainable_after(base, fine_tune_from)
+    else:
+        set_trainable_top(base, fine_tune_layers)
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for layer in augmentation(seed) if augment else []:
@@ -133,6 +140,17 @@ def set_trainable_top(backbone: keras.Model, n_layers: int) -> None:
         lay.trainable = i >= len(weighted) - n_layers and not isinstance(lay, layers.BatchNormalization)
 
 
+def set_trainable_after(backbone: keras.Model, layer_name: str) -> None:
+    """Train every backbone layer after ``layer_name`` except BatchNorm; freeze the rest."""
+    names = [lay.name for lay in backbone.layers]
+    if layer_name not in names:
+        raise ConfigError(f"backbone has no layer {layer_name!r} to fine-tune from")
+    backbone.trainable = True
+    cut = names.index(layer_name)
+    for i, lay in enumerate(backbone.layers):
+        lay.trainable = i > cut and not isinstance(lay, layers.BatchNormalization)
+
+
 def build(kind: str, input_shape=DEFAULT_INPUT, **kw) -> keras.Model:
     """Build a model by name: ``paper_cnn``, ``compact_cnn`` or ``transfer``."""
     if kind == "paper_cnn":
@@ -150,6 +168,28 @@ def compile_model(model: keras.Model, lr: float = 1e-4, jit_compile="auto") -> k
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=jit_compile)
     return model
+
+
+def split_at(model: keras.Model, cut: str = "pool"):
+    """Split a transfer model into (lower, upper) at ``cut``: "pool" (the pooled features) or the
+    name of a layer inside the backbone. ``upper`` shares its layers with ``model``, so training
+    ``upper`` on cached outputs of ``lower`` trains ``model`` itself."""
+    if cut == "pool":
+        return split_at_features(model)
+    names = [lay.name for lay in model.layers]
+    i = names.index("backbone")
+    bb = model.get_layer("backbone")
+    mid = bb.get_layer(cut).output
+    lower_bb, upper_bb = keras.Model(bb.input, mid), keras.Model(mid, bb.output)
+    x = inp = keras.Input(model.inputs[0].shape[1:], name="image_in")
+    for lay in model.layers[1:i]:
+        x = lay(x)
+    lower = keras.Model(inp, lower_bb(x), name="lower")
+    a = keras.Input(mid.shape[1:], name="activations_in")
+    x = upper_bb(a)
+    for lay in model.layers[i + 1:]:
+        x = lay(x)
+    return lower, keras.Model(a, x, name="upper")
 
 
 def split_at_features(model: keras.Model):

@@ -6,7 +6,8 @@ alpha-blends it over the image, the same split MONAI makes between computing cla
 ``blend_images``).
 
 Defaults: the matplotlib colour map ``"jet"`` and ``alpha=0.4`` (weight of the heatmap colour;
-``0`` returns the image itself as RGB); a heatmap of another size is resized bilinearly to the image.
+``0`` returns the image itself as RGB); a heatmap of another size is resized bilinearly to the
+image.
 """
 
 import io
@@ -28,7 +29,7 @@ def _heatmap(heatmap):
 
 
 def colorize(heatmap, cmap=DEFAULT_CMAP):
-    """Colour a heatmap (H, W) with values in [0, 1] using a matplotlib colour map -> uint8 (H, W, 3)."""
+    """Colour a heatmap (H, W) in [0, 1] with a matplotlib colour map -> uint8 RGB (H, W, 3)."""
     import matplotlib
 
     try:

@@ -48,6 +48,7 @@ class TrainConfig:
     dropout: float = 0.5
     dense_units: int = 500
     fine_tune_layers: int = 0
+    fine_tune_from: str = ""
     cache_features: bool = True
     mixed_precision: bool = False
     max_distance: int = splits.DEFAULT_MAX_DISTANCE
@@ -82,16 +83,24 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
+    def feature_cut(self) -> str:
+        """Where cached activations feed training: "pool" (frozen backbone), a backbone layer
+        (fine-tuning the layers above it), or "" (train end to end on images)."""
+        if self.model != "transfer" or not self.cache_features or self.augment or self.fine_tune_layers:
+            return ""
+        return self.fine_tune_from or "pool"
+
+    @property
     def uses_feature_cache(self) -> bool:
-        return (self.model == "transfer" and self.cache_features and not self.augment
-                and self.fine_tune_layers == 0)
+        return bool(self.feature_cut)
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
     shape = (cfg.image_size, cfg.image_size, cfg.channels)
     kw = dict(dropout=cfg.dropout, dense_units=cfg.dense_units, augment=cfg.augment, seed=cfg.seed)
     if cfg.model == "transfer":
-        kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers)
+        kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers,
+                  fine_tune_from=cfg.fine_tune_from)
     return models.compile_model(models.build(cfg.model, shape, **kw), cfg.lr)
 
 
@@ -112,8 +121,12 @@ class _EpochReporter(keras.callbacks.Callback):
 
 
 def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Progress | None = None,
-        stage: str = "fit", verbose: int = 0):
-    """Build and train one model -> (model, history dict of per-epoch lists)."""
+        stage: str = "fit", verbose: int = 0, features=None):
+    """Build and train one model -> (model, history dict of per-epoch lists).
+
+    For a frozen transfer model, ``features`` may hold the backbone features of ``x_train`` and
+    ``x_val`` (a pair), computed once for all folds (:func:`backbone_features`).
+    """
     cfg.validate()
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -121,18 +134,42 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
     val = (x_val, y_val) if x_val is not None else None
     if cfg.uses_feature_cache:
-        features, head = models.split_at_features(model)
+        extractor, head = models.split_at(model, cfg.feature_cut)
         models.compile_model(head, cfg.lr)
-        if progress:
-            progress({"event": "features", "stage": stage, "n": len(y_train) + (len(y_val) if val else 0)})
-        f_train = features.predict(x_train, batch_size=cfg.batch_size, verbose=0)
-        val = (features.predict(x_val, batch_size=cfg.batch_size, verbose=0), y_val) if val else None
-        hist = head.fit(f_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        if features is None:
+            if progress:
+                progress({"event": "features", "stage": stage, "n": len(y_train) + (len(y_val) if val else 0)})
+            features = (extractor.predict(x_train, batch_size=cfg.batch_size, verbose=0),
+                        extractor.predict(x_val, batch_size=cfg.batch_size, verbose=0) if val else None)
+        val = (features[1], y_val) if val else None
+        hist = head.fit(features[0], y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         shuffle=True, callbacks=callbacks, verbose=verbose)
     else:
         hist = model.fit(x_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                          shuffle=True, callbacks=callbacks, verbose=verbose)
     return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Progress | None = None) -> np.ndarray:
+    """Pooled backbone features of every image, computed once (and cached on disk by data fingerprint)."""
+    from .data import default_cache_dir
+
+    key = (f"feat-{fingerprint}-{cfg.backbone}-{cfg.backbone_weights}-{cfg.feature_cut}-{cfg.image_size}"
+           f"-{cfg.channels}-{cfg.preprocess}")
+    path = default_cache_dir() / f"{key}.npy"
+    if fingerprint and cfg.backbone_weights == "default" and path.is_file():
+        return np.load(path)
+    if progress:
+        progress({"event": "features", "stage": "backbone features", "n": len(x)})
+    extractor, _ = models.split_at(build_model(cfg), cfg.feature_cut)
+    feats = np.asarray(extractor.predict(x, batch_size=cfg.batch_size, verbose=0), np.float32)
+    if fingerprint and cfg.backbone_weights == "default":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, feats)
+        except OSError:
+            pass
+    return feats
 
 
 def predict_proba(model: keras.Model, x, batch_size: int = 32) -> np.ndarray:
@@ -191,6 +228,7 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
                         "test_idx": test_idx.tolist(),
                         "groups": groups.tolist() if groups is not None else None},
               "folds": [], "oof": {"idx": [], "prob": [], "fold": []}}
+    feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
     if mode == "cv":
         sub_groups = groups[train_idx] if groups is not None else None
         fold_iter = list(splits.kfold(y[train_idx], cfg.folds, cfg.split, sub_groups, cfg.seed))
@@ -198,7 +236,8 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
             tr, va = train_idx[tr], train_idx[va]
             report({"event": "stage", "stage": f"fold {k}/{cfg.folds}", "fold": k, "folds": cfg.folds})
             tf0 = time.perf_counter()
-            model, hist = fit(cfg, x_all[tr], y[tr], x_all[va], y[va], report, f"fold {k}", verbose)
+            model, hist = fit(cfg, x_all[tr], y[tr], x_all[va], y[va], report, f"fold {k}", verbose,
+                              (feats[tr], feats[va]) if feats is not None else None)
             prob = predict_proba(model, x_all[va], cfg.batch_size)
             record["folds"].append({"fold": k, "train_idx": tr.tolist(), "val_idx": va.tolist(), "history": hist,
                                     "metrics": metrics.binary_metrics(y[va], prob),
@@ -210,7 +249,8 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
             keras.backend.clear_session()
     report({"event": "stage", "stage": "final fit", "fold": 0, "folds": cfg.folds})
     tf0 = time.perf_counter()
-    model, hist = fit(cfg, x_all[train_idx], y[train_idx], progress=report, stage="final", verbose=verbose)
+    model, hist = fit(cfg, x_all[train_idx], y[train_idx], progress=report, stage="final", verbose=verbose,
+                      features=(feats[train_idx], None) if feats is not None else None)
     prob = predict_proba(model, x_all[test_idx], cfg.batch_size)
     record["final"] = {"history": hist, "seconds": round(time.perf_counter() - tf0, 2)}
     record["test"] = {"idx": test_idx.tolist(), "y": y[test_idx].tolist(), "prob": prob.tolist(),

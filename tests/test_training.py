@@ -17,19 +17,21 @@ def test_config_validation_gives_one_line_errors():
     assert training.TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
 
 
-def test_head_on_cached_features_equals_end_to_end_frozen_training():
+@pytest.mark.parametrize("cut", ["pool", "block14_add"])
+def test_training_on_cached_activations_equals_end_to_end_training(cut):
+    """Frozen backbone (cut at the pooled features) or fine-tuning the top blocks (cut inside)."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 48, 48, 1)).astype(np.float32)
     y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.float32)
 
     def build():
-        m = models.transfer("efficientnet_lite0", weights=None, input_shape=(48, 48, 1), dropout=0.0, seed=7)
-        return m
+        return models.transfer("efficientnet_lite0", weights=None, input_shape=(48, 48, 1), dropout=0.0, seed=7,
+                               fine_tune_from="" if cut == "pool" else cut)
 
     end_to_end = models.compile_model(build(), 1e-3, jit_compile=False)
     end_to_end.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     cached = build()
-    feats, head = models.split_at_features(cached)
+    feats, head = models.split_at(cached, cut)
     models.compile_model(head, 1e-3, jit_compile=False)
     head.fit(feats.predict(x, verbose=0), y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     untrained = build().predict(x, verbose=0)

@@ -1,0 +1,318 @@
+"""Training launcher: one background ``python -m bt_core cv|train`` job at a time, from the app.
+
+Off unless ``BT_ENABLE_TRAINING=1`` (or the Streamlit secret ``enable_training = true``). Data folders
+must lie in an allowed root: ``$BT_DATA_ROOTS`` (``os.pathsep``-separated; default ``../shared/data``
+beside the repository). JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32,
+240 px, seed 42) with the leak-free group split. A job lives in ``<runs root>/_jobs/<id>/`` (job.json,
+log.txt, progress.jsonl); its run goes atomically into the registry (``runs.default_root()``). The
+child runs without a shell in its own session (it outlives an app restart). Starts are serialised by
+``flock`` on ``<jobs dir>/launcher.lock`` and refused while a recorded PID (with its start time, against
+PID reuse) lives; a dead one's record is stale and gets finalised. Status is derived on each read, so a
+fresh process sees the same, and a job killed by SIGKILL, OOM or a full disk shows as failed with its
+log. Test hook: monkeypatch ``CHILD_PROGRAM`` (the argv prefix) to a fake trainer.
+"""
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import namedtuple
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from importlib.metadata import distributions, version
+from pathlib import Path
+
+import psutil
+
+from . import runs
+from .errors import BTError, ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD_PROGRAM = [sys.executable, "-m", "bt_core"]
+MODELS = ("compact_cnn", "paper_cnn", "transfer")  # as bt_core.models, which is not imported (keras)
+BACKBONES, SPLITS, MODES = ("efficientnet_lite0", "resnet50v2"), ("group", "random"), ("cv", "train")
+CLASSES, FINAL = ("no", "yes"), ("finished", "failed", "cancelled")
+RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024),
+          "seed": (0, 2**31 - 1)}
+_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+Job = namedtuple("Job", "id dir pid started argv")  # what start() returns
+
+
+class BusyError(BTError):
+    """A training job is already running."""
+
+
+def enabled(env=None, secrets=None) -> bool:
+    """True when an operator switched the launcher on: env ``BT_ENABLE_TRAINING=1`` or a secret."""
+    vals = [(os.environ if env is None else env).get("BT_ENABLE_TRAINING", ""), (secrets or {}).get("enable_training")]
+    return any(str(v).strip().lower() in ("1", "true", "yes", "on") for v in vals)
+
+
+def allowed_roots(env=None) -> list[Path]:
+    """The existing data roots, resolved, from ``$BT_DATA_ROOTS`` (default ``../shared/data``)."""
+    raw = (os.environ if env is None else env).get("BT_DATA_ROOTS")
+    cands = [c for c in raw.split(os.pathsep) if c.strip()] if raw is not None else [REPO.parent / "shared" / "data"]
+    return [Path(c).expanduser().resolve() for c in cands if Path(c).expanduser().is_dir()]
+
+
+def check_data_dir(path, roots=None) -> Path:
+    """The resolved folder; ConfigError if it is outside the allowed roots or lacks the class folders."""
+    roots = allowed_roots() if roots is None else [Path(r).resolve() for r in roots]
+    inside = lambda p: any(p == r or r in p.parents for r in roots)  # noqa: E731
+    if not roots:
+        raise ConfigError("no data folder is allowed: the operator must set BT_DATA_ROOTS")
+    try:
+        real = Path(str(path or "").strip() or "\0").expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        raise ConfigError(f"data folder not found: {path or '(none chosen)'}") from None
+    if not inside(real) or not real.is_dir():
+        raise ConfigError(f"data folder {path} is not inside an allowed data root ({', '.join(map(str, roots))})")
+    for sub in (real / c for c in CLASSES):
+        if not sub.is_dir() or not inside(sub.resolve()):
+            raise ConfigError(f"data folder {path} needs the class folders {CLASSES[0]}/ and {CLASSES[1]}/")
+        try:
+            with os.scandir(sub) as it:
+                if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in it):
+                    raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
+        except OSError as err:
+            raise ConfigError(f"class folder {sub} is unreadable: {err.strerror}") from None
+    return real
+
+
+@dataclass
+class JobSpec:
+    """What to train (defaults: see the module docstring)."""
+
+    data_dir: str = ""
+    model: str = "compact_cnn"
+    backbone: str = "efficientnet_lite0"
+    epochs: int = 30
+    folds: int = 3
+    split: str = "group"
+    batch_size: int = 32
+    mode: str = "cv"
+    augment: bool = False
+    image_size: int = 240
+    seed: int = 42
+
+    def validate(self, roots=None) -> "JobSpec":
+        """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""
+        for name, choices in (("model", MODELS), ("backbone", BACKBONES), ("split", SPLITS), ("mode", MODES),
+                              ("augment", (False, True))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {getattr(self, name)!r}")
+        for name, (lo, hi) in RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a whole number from {lo} to {hi}, got {v!r}")
+        self.data_dir = str(check_data_dir(self.data_dir, roots))
+        return self
+
+    def argv(self, progress_file, out, roots=None) -> list[str]:
+        """The child's argument list, after :meth:`validate` (for Popen; never a shell string)."""
+        self.validate(roots)
+        opts = {"data": self.data_dir, "model": self.model, "backbone": self.backbone, "split": self.split,
+                **{k: str(getattr(self, k)) for k in RANGES}, "progress-file": progress_file, "out": out}
+        flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        return [*CHILD_PROGRAM, self.mode, *flags, *["--augment"] * self.augment]
+
+
+def device_info(env=None) -> dict:
+    """Keras backend and device a job will use, from ``nvidia-smi -L`` and package metadata (no TF import)."""
+    env = os.environ if env is None else env
+    backend = str(env.get("KERAS_BACKEND") or _read(Path(env.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json")
+                  .get("backend") or "tensorflow")
+    dists = {str(d.metadata["Name"]).lower().replace("_", "-") for d in distributions()}
+    gpu_build = {"tensorflow": "tensorflow" in dists and "tensorflow-cpu" not in dists,
+                 "jax": any(d.startswith("jax-cuda") for d in dists),
+                 "torch": "torch" in dists and "+cpu" not in version("torch")}.get(backend, False)
+    gpus, exe = [], shutil.which("nvidia-smi")
+    if exe and env.get("CUDA_VISIBLE_DEVICES") not in ("", "-1"):
+        with suppress(OSError, subprocess.SubprocessError):
+            res = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10)
+            gpus = re.findall(r"^GPU \d+: (.+?)(?: \(UUID.*)?$", res.stdout, re.M) if res.returncode == 0 else []
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device = f"GPU: {gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "") if gpus and gpu_build \
+        else f"CPU ({cpus} cores)"
+    note = f"a GPU is present but the installed {backend} build runs on the CPU only" if gpus and not gpu_build else ""
+    return {"backend": backend, "device": device, "gpus": gpus, "cpus": cpus, "note": note}
+
+
+@contextmanager
+def _flock(path: Path):
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # held for milliseconds (a start, a status update); freed on close
+        yield fh
+
+
+def _alive(pid, ctime=None) -> bool:
+    """Is the job's process running: ``os.kill(pid, 0)``, but not a zombie and not a reused PID."""
+    try:
+        p = psutil.Process(int(pid))
+        return p.status() != psutil.STATUS_ZOMBIE and (ctime is None or abs(p.create_time() - ctime) < 1)
+    except (psutil.Error, TypeError, ValueError):
+        return False
+
+
+def _read(path: Path) -> dict:
+    with suppress(OSError, ValueError):
+        rec = json.loads(path.read_text())
+        return rec if isinstance(rec, dict) else {}
+    return {}
+
+
+def _job_dir(job_id: str | None, jobs_dir=None) -> Path:
+    jobs = Path(jobs_dir or runs.default_root() / "_jobs")
+    if job_id is not None and not _ID_OK.match(str(job_id)):
+        raise ConfigError(f"invalid job id {job_id!r}")
+    return jobs / job_id if job_id else jobs
+
+
+def start(spec: JobSpec, jobs_dir=None) -> Job:
+    """Start ``spec`` in the background -> Job. BusyError while a job runs; ConfigError for a bad spec."""
+    jobs, out, proc = _job_dir(None, jobs_dir), runs.default_root(), None
+    try:
+        jobs.mkdir(parents=True, exist_ok=True)
+        with _flock(jobs / "launcher.lock") as fh:
+            busy = running_job(jobs)  # checks every recorded PID; jobs whose process died are finalised
+            if busy:
+                hhmm = time.strftime("%H:%M", time.localtime(busy.get("started") or time.time()))
+                raise BusyError(f"a training job is already running (started {hhmm}); wait for it to finish")
+            job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.model}-{os.urandom(3).hex()}"
+            folder = jobs / job_id
+            argv = spec.argv(folder / "progress.jsonl", out)
+            folder.mkdir()
+            env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
+            with open(folder / "log.txt", "ab") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, cwd=REPO, env=env)
+            rec = {"id": job_id, "spec": asdict(spec), "argv": argv, "status": "running", "pid": proc.pid,
+                   "ctime": psutil.Process(proc.pid).create_time(), "started": time.time(), "finished": None,
+                   "returncode": None, "run_id": None, "out": str(out)}
+            runs.write_json_atomic(folder / "job.json", rec)
+            fh.seek(0), fh.truncate(), fh.write(json.dumps({k: rec[k] for k in ("id", "pid", "ctime", "started")}))
+    except (OSError, psutil.Error) as err:
+        if proc is not None:  # never leave a child running that no record knows about
+            proc.kill(), proc.wait()
+        raise BTError(f"could not start the training job: {getattr(err, 'strerror', None) or err}") from None
+    threading.Thread(target=_wait, args=(folder, proc), daemon=True, name=f"wait-{job_id}").start()
+    return Job(job_id, folder, proc.pid, rec["started"], argv)
+
+
+def _wait(folder: Path, proc: subprocess.Popen) -> None:
+    proc.wait()  # reaps the child (no zombie), then records how it ended
+    with suppress(OSError):  # if recording fails, status() derives the same on its next read
+        _finalize(folder, proc.returncode)
+
+
+def _finalize(folder: Path, returncode=None) -> dict:
+    """Record the final status of a job whose process has ended (idempotent)."""
+    with _flock(folder / ".lock"):
+        rec = _read(folder / "job.json")
+        if rec.get("status") in FINAL:
+            return rec
+        saved = [e for e in _events(folder) if e.get("event") == "saved"]
+        rec.update(finished=time.time(), returncode=returncode, status="failed")
+        if saved:  # the run is complete in the registry, whatever happened afterwards
+            rec.update(status="finished", run_id=Path(str(saved[-1].get("run", ""))).name or None)
+        elif rec.get("cancel_requested") or returncode == 0:
+            rec["status"] = "cancelled" if rec.get("cancel_requested") else "finished"
+        else:
+            errs = [ln[6:].strip() for ln in _tail(folder / "log.txt").splitlines() if ln.startswith("error:")]
+            rec["error"] = (errs[-1] if errs else f"killed by signal {signal.Signals(-returncode).name}"
+                            if returncode and returncode < 0 else f"exited with status {returncode}" if returncode
+                            else "the process ended without saving a run (killed, out of memory or disk full?)")
+        runs.write_json_atomic(folder / "job.json", rec)
+        return rec
+
+
+def status(job_id: str, jobs_dir=None) -> dict:
+    """The job's record; ``status`` is running, finished, failed or cancelled (failed ones carry ``log_tail``)."""
+    folder = _job_dir(job_id, jobs_dir)
+    rec = _read(folder / "job.json")
+    if not rec:
+        rec = {"id": job_id, "status": "failed", "error": "job record missing or unreadable", "spec": {}}
+    elif rec.get("status") not in FINAL and not _alive(rec.get("pid"), rec.get("ctime")):
+        try:
+            rec = _finalize(folder)
+        except OSError as err:
+            rec.update(status="failed", error=f"cannot record the result: {err}")
+    return {**rec, "log_tail": log_tail(job_id, jobs_dir=jobs_dir)} if rec.get("status") == "failed" else rec
+
+
+def list_jobs(jobs_dir=None) -> list[dict]:
+    """Every job's :func:`status`, newest first."""
+    jobs = _job_dir(None, jobs_dir)
+    names = [p.name for p in jobs.iterdir() if p.is_dir() and _ID_OK.match(p.name)] if jobs.is_dir() else []
+    return [status(n, jobs) for n in sorted(names, reverse=True)]
+
+
+def running_job(jobs_dir=None) -> dict | None:
+    return next((j for j in list_jobs(jobs_dir) if j["status"] == "running"), None)
+
+
+def _tail(path: Path, limit: int = 65536) -> str:
+    with suppress(OSError), open(path, "rb") as fh:
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - limit))
+        return fh.read().decode("utf-8", "replace")
+    return ""
+
+
+def _events(folder: Path) -> list[dict]:
+    out = []
+    for line in _tail(folder / "progress.jsonl", 4_000_000).splitlines():
+        with suppress(ValueError):  # a half-written last line (killed mid-write) is skipped
+            out.append(json.loads(line))
+    return [e for e in out if isinstance(e, dict)]
+
+
+def progress(job_id: str, jobs_dir=None) -> dict:
+    """Where the job is: stage, fold/folds, epoch/epochs, metrics, images/s, ``fraction`` done, saved run id."""
+    folder = _job_dir(job_id, jobs_dir)
+    spec = _read(folder / "job.json").get("spec") or {}
+    p = dict(stage="starting", fold=None, folds=spec.get("folds") if spec.get("mode") == "cv" else None, epoch=0,
+             epochs=spec.get("epochs"), metrics={}, images_per_s=None, run_id=None, test=None, updated=None)
+    for ev in _events(folder):
+        kind, p["updated"] = ev.get("event"), ev.get("t", p["updated"])
+        if kind == "stage":
+            p.update(stage=ev.get("stage"), fold=ev.get("fold"), epoch=0)
+        elif kind == "epoch":
+            p.update(epoch=ev.get("epoch"), epochs=ev.get("epochs"), metrics=ev.get("logs") or {},
+                     images_per_s=ev.get("images_per_s"))
+        elif kind in ("data", "features", "decode"):
+            p["stage"] = ev.get("stage") or f"decoding images {ev.get('i')}/{ev.get('n')}"
+        elif kind in ("done", "saved"):
+            p.update(stage="saving the run" if kind == "done" else "saved", test=ev.get("test", p["test"]),
+                     run_id=Path(str(ev["run"])).name if ev.get("run") else p["run_id"])
+    stages = (p["folds"] or 0) + 1
+    index = stages - 1 if p["fold"] == 0 else (p["fold"] or 1) - 1
+    p["fraction"] = 1.0 if p["run_id"] else min(1.0, (index + (p["epoch"] or 0) / (p["epochs"] or 1)) / stages)
+    return p
+
+
+def log_tail(job_id: str, n: int = 40, jobs_dir=None) -> str:
+    return "\n".join(_tail(_job_dir(job_id, jobs_dir) / "log.txt").splitlines()[-n:])
+
+
+def cancel(job_id: str, jobs_dir=None, grace: float = 5.0) -> dict:
+    """SIGTERM the job's process group, SIGKILL after ``grace`` seconds -> its status (cancelled)."""
+    folder = _job_dir(job_id, jobs_dir)
+    rec = _read(folder / "job.json")
+    pid, ctime = rec.get("pid"), rec.get("ctime")
+    if rec.get("status") not in FINAL and _alive(pid, ctime):
+        with _flock(folder / ".lock"):
+            runs.write_json_atomic(folder / "job.json", {**_read(folder / "job.json"), "cancel_requested": True})
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with suppress(OSError):
+                os.killpg(pid, sig)  # the child leads its own session: its children get the signal too
+            deadline = time.monotonic() + wait
+            while _alive(pid, ctime) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _alive(pid, ctime):
+                break
+    return status(job_id, jobs_dir)

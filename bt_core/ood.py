@@ -1,0 +1,80 @@
+"""Out-of-distribution check: is an upload like the images the model was trained on?
+
+A Mahalanobis score (Lee et al., NeurIPS 2018, "A Simple Unified Framework for Detecting
+Out-of-Distribution Samples and Adversarial Attacks") on a model's penultimate features: features
+are standardised, reduced by PCA (default 64 components) and scored by the smallest Mahalanobis
+distance to a class mean under a shared Ledoit-Wolf covariance. The threshold is set on *held-out*
+training images (out-of-fold scores), at a quantile (default 0.99), so about 1% of images like the
+training data are flagged; scores on the training images themselves would be optimistic.
+Arrays are stored beside the run in ``ood.npz``; ``run.json`` keeps the layer and threshold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
+
+DEFAULT_LAYER = {"transfer": "pool", "compact_cnn": "fc", "paper_cnn": "fc"}
+OOD_FILE = "ood.npz"
+
+
+class OODDetector:
+    """Class-conditional Mahalanobis distance on PCA-reduced, standardised features."""
+
+    def __init__(self, n_components: int = 64, threshold: float = np.inf):
+        self.n_components, self.threshold = n_components, float(threshold)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray | None = None) -> "OODDetector":
+        f = np.asarray(features, np.float64)
+        labels = np.zeros(len(f), int) if labels is None else np.asarray(labels)
+        self.center = f.mean(0)
+        self.scale = f.std(0) + 1e-6
+        z = (f - self.center) / self.scale
+        k = int(min(self.n_components, z.shape[1], len(z) - 1))
+        self.components = PCA(k, random_state=0).fit(z).components_
+        p = z @ self.components.T
+        self.means = np.stack([p[labels == c].mean(0) for c in np.unique(labels)])
+        resid = p - self.means[np.searchsorted(np.unique(labels), labels)]
+        self.precision = LedoitWolf().fit(resid).precision_
+        return self
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Larger = less like the training data (squared Mahalanobis distance to the nearest class)."""
+        p = ((np.asarray(features, np.float64) - self.center) / self.scale) @ self.components.T
+        d = p[:, None, :] - self.means[None]
+        return np.einsum("nci,ij,ncj->nc", d, self.precision, d).min(1)
+
+    def flags(self, features: np.ndarray) -> np.ndarray:
+        return self.score(features) > self.threshold
+
+    def save(self, folder) -> Path:
+        path = Path(folder) / OOD_FILE
+        np.savez(path, center=self.center, scale=self.scale, components=self.components, means=self.means,
+                 precision=self.precision, threshold=self.threshold)
+        return path
+
+    @classmethod
+    def load(cls, folder) -> "OODDetector":
+        with np.load(Path(folder) / OOD_FILE) as z:
+            det = cls(len(z["components"]), float(z["threshold"]))
+            for key in ("center", "scale", "components", "means", "precision"):
+                setattr(det, key, z[key])
+        return det
+
+
+def feature_model(model, layer: str):
+    """A keras Model from the classifier's input to the named feature layer."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(layer).output)
+
+
+def held_out_threshold(features: np.ndarray, labels: np.ndarray, folds, quantile: float = 0.99,
+                       n_components: int = 64) -> tuple[float, np.ndarray]:
+    """Fit on each fold's training part, score its held-out part -> (quantile threshold, scores)."""
+    scores = np.empty(len(features))
+    for tr, va in folds:
+        scores[va] = OODDetector(n_components).fit(features[tr], labels[tr]).score(features[va])
+    return float(np.quantile(scores, quantile)), scores
