@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BTError
+from .errors import BTError, ConfigError
 
 SHIPPED = "shipped.json"
 
@@ -37,12 +37,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="group: leak-free (near-duplicates kept together); random: the paper's (leaks)")
     p.add_argument("--test-size", type=float, default=d.test_size)
     p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--head-pool", type=int, default=0, help="CNN: MaxPool size before Flatten (0: model default)")
     p.add_argument("--preprocess", default=d.preprocess, choices=["none", "percentile"])
     p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts, zoom, contrast")
     p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
     p.add_argument("--fine-tune-from", default="", metavar="LAYER",
                    help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    # --- several devices (bt_core.distribute) ---
+    p.add_argument("--data-parallel", action="store_true", help="train each model on all visible GPUs")
+    p.add_argument("--parallel-folds", action="store_true",
+                   help="cv: run the folds in parallel, one process per visible GPU (sequential without GPUs)")
+    p.add_argument("--only-fold", type=int, default=None, metavar="K",
+                   help="cv: run fold K only, no final fit; saves a partial run in --out (used by --parallel-folds)")
     p.add_argument("--out", default=None, help="run registry folder (default trained_models/)")
     p.add_argument("--progress-file", default=None, help="append JSON-lines progress events here")
     p.add_argument("--label", default=None, help="a human name for the run")
@@ -55,8 +62,8 @@ def _config(args):
     return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
-                       augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from,
-                       mixed_precision=args.mixed_precision).validate()
+                       augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from, head_pool=args.head_pool,
+                       mixed_precision=args.mixed_precision, data_parallel=args.data_parallel).validate()
 
 
 def _progress_printer(path: str | None):
@@ -83,7 +90,17 @@ def cmd_train(args, mode: str) -> int:
     report({"event": "data", "stage": f"reading {args.data}"})
     ds = data.load_folder(args.data, cfg.image_size, args.classes,
                           progress=lambda i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None)
-    model, record = training.run_protocol(cfg, ds, mode, report)
+    fold_records = None  # --- several devices (bt_core.distribute) ---
+    if args.only_fold is not None and not args.out:
+        raise ConfigError("--only-fold saves a partial run: give it --out DIR (a scratch folder)")
+    if args.parallel_folds:
+        from .distribute import folds_from_cli
+        fold_records = folds_from_cli(args, build_parser(), mode, cfg.folds, report)
+    model, record = training.run_protocol(cfg, ds, mode, report, only_fold=args.only_fold, fold_records=fold_records)
+    if args.only_fold is not None:
+        folder = runs.save_run(record, None, args.out)
+        print(f"saved fold {args.only_fold} of {cfg.folds} in {folder}")
+        return 0
     if args.label:
         record["label"] = args.label
     folder = runs.save_run(record, model, args.out)

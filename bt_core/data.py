@@ -112,7 +112,7 @@ def load_folder(
             kept.append(rel)
             kept_labels.append(lab)
         except images.ImageError as err:
-            skipped.append(f"{rel}: {err}")
+            skipped.append(str(err))
         if progress:
             progress(i + 1, len(paths))
     if not arrays:

@@ -69,8 +69,14 @@ class Predictor:
         resized = np.stack([data_mod.resize(p, size) for p in pixels_list])
         return data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
 
+    @staticmethod
+    def _run(model, x: np.ndarray) -> np.ndarray:
+        """Small batches skip predict()'s per-call data pipeline (about 150 ms on TF CPU)."""
+        out = model.predict_on_batch(x) if len(x) <= 32 else model.predict(x, batch_size=32, verbose=0)
+        return np.asarray(out, np.float64)
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        prob = np.asarray(self.model.predict(x, batch_size=32, verbose=0), np.float64).reshape(-1)
+        prob = self._run(self.model, x).reshape(-1)
         if self.temperature != 1.0:
             from .calibration import apply_temperature
             prob = np.asarray(apply_temperature(prob, self.temperature), np.float64)
@@ -83,7 +89,7 @@ class Predictor:
         prob = self.probabilities(x)
         flags = scores = [None] * len(prob)
         if self.ood is not None:
-            scores = self.ood.score(np.asarray(self._features.predict(x, verbose=0)))
+            scores = self.ood.score(self._run(self._features, x))
             flags = scores > self.ood.threshold
         return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
                        float(s) if s is not None else None)

@@ -12,7 +12,9 @@ backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -47,10 +49,12 @@ class TrainConfig:
     augment: bool = False
     dropout: float = 0.5
     dense_units: int = 500
+    head_pool: int = 0
     fine_tune_layers: int = 0
     fine_tune_from: str = ""
     cache_features: bool = True
     mixed_precision: bool = False
+    data_parallel: bool = False  # bt_core.distribute.data_parallel: one model on all visible GPUs
     max_distance: int = splits.DEFAULT_MAX_DISTANCE
 
     def validate(self) -> "TrainConfig":
@@ -68,6 +72,7 @@ class TrainConfig:
             (self.preprocess in data_mod.PREPROCESS_CHOICES, f"preprocess must be one of {data_mod.PREPROCESS_CHOICES}"),
             (0 <= self.dropout < 1, "dropout must lie in [0, 1)"),
             (self.fine_tune_layers >= 0, "fine_tune_layers must be >= 0"),
+            (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,6 +103,8 @@ class TrainConfig:
 def build_model(cfg: TrainConfig) -> keras.Model:
     shape = (cfg.image_size, cfg.image_size, cfg.channels)
     kw = dict(dropout=cfg.dropout, dense_units=cfg.dense_units, augment=cfg.augment, seed=cfg.seed)
+    if cfg.model != "transfer" and cfg.head_pool:
+        kw["head_pool"] = cfg.head_pool
     if cfg.model == "transfer":
         kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers,
                   fine_tune_from=cfg.fine_tune_from)
@@ -126,8 +133,19 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
 
     For a frozen transfer model, ``features`` may hold the backbone features of ``x_train`` and
     ``x_val`` (a pair), computed once for all folds (:func:`backbone_features`).
+    ``cfg.data_parallel``: build, compile and train (the head too) under
+    :func:`bt_core.distribute.data_parallel`.
     """
     cfg.validate()
+    if cfg.data_parallel:  # --- data parallel hook (bt_core.distribute) ---
+        from .distribute import data_parallel
+
+        with data_parallel():
+            return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
+    return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
+
+
+def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features):
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_model(cfg)
@@ -164,9 +182,12 @@ def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Prog
     extractor, _ = models.split_at(build_model(cfg), cfg.feature_cut)
     feats = np.asarray(extractor.predict(x, batch_size=cfg.batch_size, verbose=0), np.float32)
     if fingerprint and cfg.backbone_weights == "default":
-        try:
+        try:  # atomic: parallel fold processes may write and read the same cache file
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, feats)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, feats)
+            os.replace(tmp, path)
         except OSError:
             pass
     return feats
@@ -205,16 +226,25 @@ def groups_for(ds: data_mod.Dataset, cfg: TrainConfig):
 
 
 def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progress: Progress | None = None,
-                 verbose: int = 0):
+                 verbose: int = 0, only_fold: int | None = None, fold_records: list[dict] | None = None):
     """The paper's protocol on one data set -> (final model, run record).
 
     ``mode="cv"``: k folds on the training part (validation metrics and out-of-fold predictions),
     then a final fit on the whole training part scored on the held-out test part.
     ``mode="train"``: only the final fit and the test.
+    Parallel folds (:mod:`bt_core.distribute`): ``only_fold=K`` runs fold K alone and returns
+    (None, record) without a final fit; ``fold_records`` (the children's records) replaces the
+    folds, then the final fit and the test run as usual.
     """
     cfg.validate()
     if mode not in ("cv", "train"):
         raise ConfigError(f"mode must be cv or train, got {mode!r}")
+    if (only_fold is not None or fold_records is not None) and mode != "cv":
+        raise ConfigError("only_fold and fold_records apply to cv mode only")
+    if only_fold is not None and fold_records is not None:
+        raise ConfigError("give only_fold or fold_records, not both")
+    if only_fold is not None and not 1 <= only_fold <= cfg.folds:
+        raise ConfigError(f"only_fold must be between 1 and {cfg.folds}")
     report = progress or (lambda event: None)
     t0 = time.perf_counter()
     y = ds.labels
@@ -229,10 +259,16 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
                         "groups": groups.tolist() if groups is not None else None},
               "folds": [], "oof": {"idx": [], "prob": [], "fold": []}}
     feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
-    if mode == "cv":
+    if fold_records is not None:  # --- parallel folds: computed by child processes ---
+        from .distribute import merge_fold_records
+
+        record["folds"], record["oof"] = merge_fold_records(fold_records, cfg.folds, train_idx, ds.fingerprint)
+    elif mode == "cv":
         sub_groups = groups[train_idx] if groups is not None else None
         fold_iter = list(splits.kfold(y[train_idx], cfg.folds, cfg.split, sub_groups, cfg.seed))
         for k, (tr, va) in enumerate(fold_iter, start=1):
+            if only_fold is not None and k != only_fold:
+                continue
             tr, va = train_idx[tr], train_idx[va]
             report({"event": "stage", "stage": f"fold {k}/{cfg.folds}", "fold": k, "folds": cfg.folds})
             tf0 = time.perf_counter()
@@ -247,6 +283,9 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
             record["oof"]["fold"] += [k] * len(va)
             del model
             keras.backend.clear_session()
+    if only_fold is not None:  # a parallel-folds child: no final fit
+        record.update(only_fold=only_fold, wall_time_s=round(time.perf_counter() - t0, 2), hardware=hardware())
+        return None, record
     report({"event": "stage", "stage": "final fit", "fold": 0, "folds": cfg.folds})
     tf0 = time.perf_counter()
     model, hist = fit(cfg, x_all[train_idx], y[train_idx], progress=report, stage="final", verbose=verbose,
