@@ -262,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    # a cancelled job unwinds normally, so atomic writes remove their temporary files
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.command in ("train", "cv"):
             return cmd_train(args, args.command)
@@ -282,4 +286,7 @@ def main(argv=None) -> int:
         return 130
     except MemoryError:
         print("error: out of memory", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied, ...
+        print(f"error: {err}", file=sys.stderr)
         return 2

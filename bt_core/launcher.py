@@ -34,11 +34,10 @@ from .errors import BTError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_PROGRAM = [sys.executable, "-m", "bt_core"]
-MODELS = ("compact_cnn", "paper_cnn", "transfer")  # as bt_core.models, which is not imported (keras)
-BACKBONES, SPLITS, MODES = ("efficientnet_lite0", "resnet50v2"), ("group", "random"), ("cv", "train")
+CHOICES = {"model": ("compact_cnn", "paper_cnn", "transfer"), "backbone": ("efficientnet_lite0", "resnet50v2"),
+           "split": ("group", "random"), "mode": ("cv", "train"), "augment": (False, True)}  # as bt_core.models
 CLASSES, FINAL = ("no", "yes"), ("finished", "failed", "cancelled")
-RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024),
-          "seed": (0, 2**31 - 1)}
+RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31)}
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 Job = namedtuple("Job", "id dir pid started argv")  # what start() returns
 
@@ -49,7 +48,7 @@ class BusyError(BTError):
 
 def enabled(env=None, secrets=None) -> bool:
     """True when an operator switched the launcher on: env ``BT_ENABLE_TRAINING=1`` or a secret."""
-    vals = [(os.environ if env is None else env).get("BT_ENABLE_TRAINING", ""), (secrets or {}).get("enable_training")]
+    vals = [(os.environ if env is None else env).get("BT_ENABLE_TRAINING"), (secrets or {}).get("enable_training")]
     return any(str(v).strip().lower() in ("1", "true", "yes", "on") for v in vals)
 
 
@@ -67,7 +66,7 @@ def check_data_dir(path, roots=None) -> Path:
     if not roots:
         raise ConfigError("no data folder is allowed: the operator must set BT_DATA_ROOTS")
     try:
-        real = Path(str(path or "").strip() or "\0").expanduser().resolve(strict=True)
+        real = Path(str(path or "").strip() or "\0").expanduser().resolve(strict=True)  # follows every symlink
     except (OSError, RuntimeError, ValueError):
         raise ConfigError(f"data folder not found: {path or '(none chosen)'}") from None
     if not inside(real) or not real.is_dir():
@@ -75,19 +74,15 @@ def check_data_dir(path, roots=None) -> Path:
     for sub in (real / c for c in CLASSES):
         if not sub.is_dir() or not inside(sub.resolve()):
             raise ConfigError(f"data folder {path} needs the class folders {CLASSES[0]}/ and {CLASSES[1]}/")
-        try:
-            with os.scandir(sub) as it:
-                if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in it):
-                    raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
-        except OSError as err:
-            raise ConfigError(f"class folder {sub} is unreadable: {err.strerror}") from None
+        with suppress(OSError):  # an unreadable folder fails in the job, with its own message
+            if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in os.scandir(sub)):
+                raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
     return real
 
 
 @dataclass
 class JobSpec:
     """What to train (defaults: see the module docstring)."""
-
     data_dir: str = ""
     model: str = "compact_cnn"
     backbone: str = "efficientnet_lite0"
@@ -102,10 +97,9 @@ class JobSpec:
 
     def validate(self, roots=None) -> "JobSpec":
         """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""
-        for name, choices in (("model", MODELS), ("backbone", BACKBONES), ("split", SPLITS), ("mode", MODES),
-                              ("augment", (False, True))):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {getattr(self, name)!r}")
+        for name, ok in CHOICES.items():
+            if getattr(self, name) not in ok:
+                raise ConfigError(f"{name} must be one of {', '.join(map(str, ok))}, got {getattr(self, name)!r}")
         for name, (lo, hi) in RANGES.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -117,7 +111,7 @@ class JobSpec:
         """The child's argument list, after :meth:`validate` (for Popen; never a shell string)."""
         self.validate(roots)
         opts = {"data": self.data_dir, "model": self.model, "backbone": self.backbone, "split": self.split,
-                **{k: str(getattr(self, k)) for k in RANGES}, "progress-file": progress_file, "out": out}
+                **{k: getattr(self, k) for k in RANGES}, "progress-file": progress_file, "out": out}
         flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
         return [*CHILD_PROGRAM, self.mode, *flags, *["--augment"] * self.augment]
 
@@ -137,39 +131,39 @@ def device_info(env=None) -> dict:
             res = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10)
             gpus = re.findall(r"^GPU \d+: (.+?)(?: \(UUID.*)?$", res.stdout, re.M) if res.returncode == 0 else []
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = f"GPU: {gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "") if gpus and gpu_build \
-        else f"CPU ({cpus} cores)"
-    note = f"a GPU is present but the installed {backend} build runs on the CPU only" if gpus and not gpu_build else ""
+    device = f"GPU: {', '.join(gpus)}" if gpus and gpu_build else f"CPU ({cpus} cores)"
+    note = f"a GPU is present, but the installed {backend} runs on the CPU only" if gpus and not gpu_build else ""
     return {"backend": backend, "device": device, "gpus": gpus, "cpus": cpus, "note": note}
 
 
 @contextmanager
 def _flock(path: Path):
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # held for milliseconds (a start, a status update); freed on close
-        yield fh
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # on a file or a folder; held for milliseconds, freed when closed
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _alive(pid, ctime=None) -> bool:
     """Is the job's process running: ``os.kill(pid, 0)``, but not a zombie and not a reused PID."""
-    try:
+    with suppress(psutil.Error, TypeError, ValueError):
         p = psutil.Process(int(pid))
         return p.status() != psutil.STATUS_ZOMBIE and (ctime is None or abs(p.create_time() - ctime) < 1)
-    except (psutil.Error, TypeError, ValueError):
-        return False
+    return False
 
 
 def _read(path: Path) -> dict:
-    with suppress(OSError, ValueError):
-        rec = json.loads(path.read_text())
-        return rec if isinstance(rec, dict) else {}
+    with suppress(OSError, ValueError, TypeError):
+        return dict(json.loads(path.read_text()))
     return {}
 
 
 def _job_dir(job_id: str | None, jobs_dir=None) -> Path:
-    jobs = Path(jobs_dir or runs.default_root() / "_jobs")
     if job_id is not None and not _ID_OK.match(str(job_id)):
         raise ConfigError(f"invalid job id {job_id!r}")
+    jobs = Path(jobs_dir or runs.default_root() / "_jobs")
     return jobs / job_id if job_id else jobs
 
 
@@ -178,41 +172,34 @@ def start(spec: JobSpec, jobs_dir=None) -> Job:
     jobs, out, proc = _job_dir(None, jobs_dir), runs.default_root(), None
     try:
         jobs.mkdir(parents=True, exist_ok=True)
-        with _flock(jobs / "launcher.lock") as fh:
-            busy = running_job(jobs)  # checks every recorded PID; jobs whose process died are finalised
-            if busy:
-                hhmm = time.strftime("%H:%M", time.localtime(busy.get("started") or time.time()))
+        with _flock(jobs / "launcher.lock") as lock:
+            if busy := running_job(jobs):  # checks each recorded PID; a job whose process died is finalised
+                hhmm = time.strftime("%H:%M", time.localtime(busy.get("started")))
                 raise BusyError(f"a training job is already running (started {hhmm}); wait for it to finish")
-            job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.model}-{os.urandom(3).hex()}"
-            folder = jobs / job_id
+            runs.clean_temp(out)  # what killed jobs left half-written, now that none runs
+            folder = jobs / (job_id := f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.model}-{os.urandom(3).hex()}")
             argv = spec.argv(folder / "progress.jsonl", out)
             folder.mkdir()
-            env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
             with open(folder / "log.txt", "ab") as log:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, cwd=REPO, env=env)
+                env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                                        start_new_session=True, env=env)
             rec = {"id": job_id, "spec": asdict(spec), "argv": argv, "status": "running", "pid": proc.pid,
                    "ctime": psutil.Process(proc.pid).create_time(), "started": time.time(), "finished": None,
                    "returncode": None, "run_id": None, "out": str(out)}
             runs.write_json_atomic(folder / "job.json", rec)
-            fh.seek(0), fh.truncate(), fh.write(json.dumps({k: rec[k] for k in ("id", "pid", "ctime", "started")}))
+            os.ftruncate(lock, 0), os.pwrite(lock, json.dumps({k: rec[k] for k in ("id", "pid", "ctime")}).encode(), 0)
     except (OSError, psutil.Error) as err:
         if proc is not None:  # never leave a child running that no record knows about
             proc.kill(), proc.wait()
         raise BTError(f"could not start the training job: {getattr(err, 'strerror', None) or err}") from None
-    threading.Thread(target=_wait, args=(folder, proc), daemon=True, name=f"wait-{job_id}").start()
+    threading.Thread(target=lambda: _finalize(folder, proc.wait()), daemon=True, name=f"wait-{job_id}").start()
     return Job(job_id, folder, proc.pid, rec["started"], argv)
 
 
-def _wait(folder: Path, proc: subprocess.Popen) -> None:
-    proc.wait()  # reaps the child (no zombie), then records how it ended
-    with suppress(OSError):  # if recording fails, status() derives the same on its next read
-        _finalize(folder, proc.returncode)
-
-
 def _finalize(folder: Path, returncode=None) -> dict:
-    """Record the final status of a job whose process has ended (idempotent)."""
-    with _flock(folder / ".lock"):
+    """Record how a job whose process has ended finished (idempotent; the waiter thread and status() call it)."""
+    with _flock(folder):
         rec = _read(folder / "job.json")
         if rec.get("status") in FINAL:
             return rec
@@ -224,32 +211,30 @@ def _finalize(folder: Path, returncode=None) -> dict:
             rec["status"] = "cancelled" if rec.get("cancel_requested") else "finished"
         else:
             errs = [ln[6:].strip() for ln in _tail(folder / "log.txt").splitlines() if ln.startswith("error:")]
-            rec["error"] = (errs[-1] if errs else f"killed by signal {signal.Signals(-returncode).name}"
+            rec["error"] = (errs[-1] if errs else f"killed by signal {-returncode} ({signal.strsignal(-returncode)})"
                             if returncode and returncode < 0 else f"exited with status {returncode}" if returncode
                             else "the process ended without saving a run (killed, out of memory or disk full?)")
-        runs.write_json_atomic(folder / "job.json", rec)
+        with suppress(OSError):  # a full disk: the next read derives the same result again
+            runs.write_json_atomic(folder / "job.json", rec)
         return rec
 
 
 def status(job_id: str, jobs_dir=None) -> dict:
     """The job's record; ``status`` is running, finished, failed or cancelled (failed ones carry ``log_tail``)."""
-    folder = _job_dir(job_id, jobs_dir)
-    rec = _read(folder / "job.json")
+    rec = _read((folder := _job_dir(job_id, jobs_dir)) / "job.json")
     if not rec:
         rec = {"id": job_id, "status": "failed", "error": "job record missing or unreadable", "spec": {}}
     elif rec.get("status") not in FINAL and not _alive(rec.get("pid"), rec.get("ctime")):
-        try:
-            rec = _finalize(folder)
-        except OSError as err:
-            rec.update(status="failed", error=f"cannot record the result: {err}")
+        for waiter in (t for t in threading.enumerate() if t.name == f"wait-{job_id}"):
+            waiter.join(5)  # a job started by this process: its waiter records the exit status
+        rec = _finalize(folder)
     return {**rec, "log_tail": log_tail(job_id, jobs_dir=jobs_dir)} if rec.get("status") == "failed" else rec
 
 
 def list_jobs(jobs_dir=None) -> list[dict]:
-    """Every job's :func:`status`, newest first."""
     jobs = _job_dir(None, jobs_dir)
     names = [p.name for p in jobs.iterdir() if p.is_dir() and _ID_OK.match(p.name)] if jobs.is_dir() else []
-    return [status(n, jobs) for n in sorted(names, reverse=True)]
+    return sorted((status(n, jobs) for n in names), key=lambda j: (j.get("started") or 0, j["id"]), reverse=True)
 
 
 def running_job(jobs_dir=None) -> dict | None:
@@ -272,7 +257,7 @@ def _events(folder: Path) -> list[dict]:
 
 
 def progress(job_id: str, jobs_dir=None) -> dict:
-    """Where the job is: stage, fold/folds, epoch/epochs, metrics, images/s, ``fraction`` done, saved run id."""
+    """Where the job is: stage, fold/folds, epoch/epochs, latest metrics, images/s, the saved run id."""
     folder = _job_dir(job_id, jobs_dir)
     spec = _read(folder / "job.json").get("spec") or {}
     p = dict(stage="starting", fold=None, folds=spec.get("folds") if spec.get("mode") == "cv" else None, epoch=0,
@@ -289,9 +274,6 @@ def progress(job_id: str, jobs_dir=None) -> dict:
         elif kind in ("done", "saved"):
             p.update(stage="saving the run" if kind == "done" else "saved", test=ev.get("test", p["test"]),
                      run_id=Path(str(ev["run"])).name if ev.get("run") else p["run_id"])
-    stages = (p["folds"] or 0) + 1
-    index = stages - 1 if p["fold"] == 0 else (p["fold"] or 1) - 1
-    p["fraction"] = 1.0 if p["run_id"] else min(1.0, (index + (p["epoch"] or 0) / (p["epochs"] or 1)) / stages)
     return p
 
 
@@ -305,7 +287,7 @@ def cancel(job_id: str, jobs_dir=None, grace: float = 5.0) -> dict:
     rec = _read(folder / "job.json")
     pid, ctime = rec.get("pid"), rec.get("ctime")
     if rec.get("status") not in FINAL and _alive(pid, ctime):
-        with _flock(folder / ".lock"):
+        with _flock(folder), suppress(OSError):  # (a full disk: it then shows as failed, killed by a signal)
             runs.write_json_atomic(folder / "job.json", {**_read(folder / "job.json"), "cancel_requested": True})
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             with suppress(OSError):

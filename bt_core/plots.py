@@ -80,7 +80,7 @@ def learning_curves(record: dict, title: str | None = None) -> go.Figure:
     panels = [("loss", "training loss"), ("val_loss", "validation loss"),
               ("accuracy", "training accuracy"), ("val_accuracy", "validation accuracy")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[p[1] for p in panels],
-                        horizontal_spacing=0.1, vertical_spacing=0.16)
+                        horizontal_spacing=0.1, vertical_spacing=0.2)
     for i, fold in enumerate(record.get("folds", [])):
         for j, (key, _) in enumerate(panels):
             values = fold.get("history", {}).get(key, [])
@@ -88,8 +88,10 @@ def learning_curves(record: dict, title: str | None = None) -> go.Figure:
                                      name=f"fold {fold.get('fold', i + 1)}", legendgroup=f"fold{i}",
                                      showlegend=j == 0, line=dict(color=_colour(i)), marker=dict(size=4)),
                           row=j // 2 + 1, col=j % 2 + 1)
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title or "Learning curves per fold", height=520, **_LAYOUT)
+    epochs = max([len(f.get("history", {}).get("loss", [])) for f in record.get("folds", [])] or [1])
+    fig.update_xaxes(dtick=max(1, math.ceil(epochs / 10)))  # whole epochs only
+    fig.update_xaxes(title_text="epoch", row=2)
+    fig.update_layout(title=title or "Learning curves per fold", height=560, **_LAYOUT)
     return fig
 
 
@@ -162,7 +164,8 @@ def reliability_diagram(y, prob, n_bins: int = 10, title: str | None = None, nam
                              customdata=curve["count"],
                              hovertemplate="mean predicted %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images"
                                            "<extra></extra>"))
-    fig.update_layout(title=title or f"Reliability diagram (ECE {ece:.3f})", height=380,
+    fig.update_layout(title=title or f"Reliability diagram (ECE {ece:.3f})", height=420,
+                      legend=dict(orientation="h", y=-0.22),
                       xaxis=dict(title="mean predicted tumour probability", range=[0, 1]),
                       yaxis=dict(title="observed tumour fraction", range=[0, 1.02]), **_LAYOUT)
     return fig

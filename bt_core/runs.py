@@ -51,9 +51,14 @@ def save_run(record: dict, model=None, root: str | os.PathLike | None = None, ru
     """Write a complete run atomically -> its folder. ``model`` is a keras Model or None."""
     root = Path(root) if root else default_root()
     root.mkdir(parents=True, exist_ok=True)
+    given = run_id is not None
     run_id = run_id or new_run_id(record)
     if not _ID_OK.match(run_id):
         raise ModelError(f"invalid run id {run_id!r}")
+    base, n = run_id, 1
+    while (root / run_id).exists() and not given:  # two runs saved in the same second
+        n += 1
+        run_id = f"{base}-{n}"
     final = root / run_id
     if final.exists():
         raise ModelError(f"run {run_id} already exists in {root}")
@@ -64,11 +69,26 @@ def save_run(record: dict, model=None, root: str | os.PathLike | None = None, ru
             model.save(tmp / MODEL_FILE)
             record["model_file"] = MODEL_FILE
         write_json_atomic(tmp / RUN_FILE, record)
+        tmp.chmod(0o755)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def clean_temp(root: str | os.PathLike | None = None, older_than_s: float = 3600) -> int:
+    """Remove temporary folders that killed jobs left behind (older than ``older_than_s``)."""
+    root = Path(root) if root else default_root()
+    removed = 0
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def resolve(run: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

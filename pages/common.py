@@ -1,0 +1,122 @@
+"""Shared pieces of the dashboard pages: cached loaders of runs and models, labels, the disclaimer.
+
+The run registry is :func:`bt_core.runs.default_root` (``trained_models/``; ``$BT_RUNS_DIR``
+overrides it). ``<root>/shipped.json`` names the shipped runs: ``{"cnn": RUN_ID, "transfer": RUN_ID}``.
+Models are cached once per process (``st.cache_resource``); records and the run list are cached as
+data, keyed by the file's modification time (so keys added later to a run, e.g. a calibration, show).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from bt_core import runs
+from bt_core.errors import BTError
+from bt_core.inference import DISCLAIMER, Predictor
+
+SHIPPED_FILE = "shipped.json"
+KIND_NAMES = {"cnn": "CNN", "transfer": "Transfer"}
+
+
+def disclaimer(where=st) -> None:
+    """The decision-support notice; shown wherever a result is shown."""
+    where.info(DISCLAIMER, icon=":material/medical_information:")
+
+
+def runs_root() -> Path:
+    return runs.default_root()
+
+
+def shipped_runs() -> dict[str, str]:
+    """``{"cnn": run folder, "transfer": run folder}`` from ``<root>/shipped.json``; {} if absent."""
+    root = runs_root()
+    try:
+        listed = json.loads((root / SHIPPED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(listed, dict):
+        return {}
+    return {kind: str(root / str(run_id)) for kind, run_id in listed.items()
+            if kind in KIND_NAMES and isinstance(run_id, str) and run_id}
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=6)
+def load_predictor(run_dir: str) -> Predictor:
+    """The run's :class:`Predictor`, loaded once per process. Raises BTError (or others) on failure."""
+    return Predictor(run_dir)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _load_record(run_dir: str, mtime: float) -> dict:
+    return runs.load_run(run_dir)
+
+
+def load_run_record(run_dir: str) -> dict:
+    """The run's record (run.json plus ``dir``), cached until run.json changes."""
+    return _load_record(str(run_dir), _mtime(Path(run_dir) / runs.RUN_FILE))
+
+
+@st.cache_data(show_spinner=False, ttl=20)
+def _list_runs(root: str, mtime: float) -> list[dict]:
+    return runs.list_runs(root)
+
+
+def list_runs() -> list[dict]:
+    """Summaries of the registry's runs (newest first), refreshed when a run appears or after 20 s."""
+    root = runs_root()
+    return _list_runs(str(root), _mtime(root))
+
+
+def run_label(record: dict) -> str:
+    """Display name: the run's label (or id), marked when it used the paper's leaky random split."""
+    name = record.get("label") or record.get("id") or Path(record.get("dir", "run")).name
+    split = (record.get("config") or {}).get("split") or (record.get("split") or {}).get("kind")
+    return f"{name} — random split (leaky)" if split == "random" else name
+
+
+def finished_records(need: str) -> list[dict]:
+    """Records of finished runs that have ``need`` ("folds" or "test"); unreadable ones are skipped."""
+    out = []
+    for summary in list_runs():
+        if not str(summary.get("status", "")).startswith("finished"):
+            continue
+        if need == "folds" and not summary.get("folds"):
+            continue
+        try:
+            record = load_run_record(summary["dir"])
+        except (BTError, OSError, ValueError):
+            continue
+        if need == "test" and not (record.get("test") or {}).get("prob"):
+            continue
+        out.append(record)
+    return out
+
+
+def unique_labels(records: list[dict]) -> dict[str, dict]:
+    """``{display label: record}`` with ids appended where two labels clash."""
+    out: dict[str, dict] = {}
+    for rec in records:
+        label = run_label(rec)
+        if label in out:
+            label = f"{label} [{rec.get('id')}]"
+        out[label] = rec
+    return out
+
+
+def hide_page_if_empty(message: str, items) -> None:
+    """Show ``message`` and stop the page when there is nothing to show."""
+    if not items:
+        st.info(message)
+        st.caption(f"Run registry: `{runs_root()}`" + ("" if os.environ.get("BT_RUNS_DIR") is None
+                                                       else " (from $BT_RUNS_DIR)"))
+        st.stop()

@@ -1,0 +1,238 @@
+"""Check slices: upload MRI slices (or pick bundled examples) and see each shipped model's answer.
+
+For every image: the tumour probability of the shipped CNN and transfer models, the decision at a
+threshold set in the sidebar (default: each model's own operating threshold), a warning instead of
+an answer when the image is unlike the training data, the loader's notes, and Grad-CAM (or
+Grad-CAM++) overlays side by side: original | CNN | transfer (the paper's Figures 6 and 7).
+Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
+only); nothing is written to disk. Decision support, not a diagnosis.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from bt_core import images, overlay
+from bt_core.errors import BTError
+from pages.common import KIND_NAMES, disclaimer, load_predictor, shipped_runs
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp", "dcm"]
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+MAX_IMAGES = 24          # per batch, to keep a shared CPU responsive
+DISPLAY_MAX = 512        # longest side of the shown (and downloaded) image
+CACHE_ENTRIES = 256      # per-session memo of model outputs
+
+
+def _md(text: str) -> str:
+    """Escape markdown so a file name or message is shown as typed."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
+
+
+def _short(err: BaseException) -> str:
+    return str(err) if isinstance(err, BTError) else f"{type(err).__name__}: {err}"[:200]
+
+
+def _display_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Downscale (never upscale) so the longest side is at most DISPLAY_MAX."""
+    h, w = pixels.shape
+    if max(h, w) <= DISPLAY_MAX:
+        return pixels
+    scale = DISPLAY_MAX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+
+
+def _memo() -> dict:
+    return st.session_state.setdefault("_diagnose_memo", {})
+
+
+def _remember(memo: dict, key, value) -> None:
+    memo[key] = value
+    while len(memo) > CACHE_ENTRIES:
+        memo.pop(next(iter(memo)))
+
+
+def decode_all(files: list[tuple[str, bytes]]):
+    """-> (loaded images with their content digest, ``(name, message)`` errors). Never raises on a bad file."""
+    loaded, errors = [], []
+    for raw_name, data in files:
+        name = images.safe_name(raw_name)
+        try:
+            img = images.load_image(data, name=name)
+        except BTError as err:
+            errors.append((name, str(err)))
+            continue
+        except Exception as err:  # noqa: BLE001 - one bad file must not cost the batch
+            errors.append((name, f"{name}: could not be read ({type(err).__name__})"))
+            continue
+        loaded.append((hashlib.sha256(data).hexdigest(), img))
+    return loaded, errors
+
+
+def model_outputs(predictor, kind: str, loaded, method: str) -> tuple[dict, str | None]:
+    """``{digest: (Answer at the model's own threshold, heatmap)}`` for ``loaded``, memoised per session."""
+    memo, run = _memo(), predictor.record.get("dir", kind)
+    todo = [(d, img) for d, img in loaded if (d, run, method) not in memo]
+    error = None
+    if todo:
+        pixels = [img.pixels for _, img in todo]
+        try:
+            answers = predictor.answer(pixels, [img.name for _, img in todo])
+            heatmaps = predictor.explain(pixels, method=method)
+            for (digest, _), ans, heat in zip(todo, answers, heatmaps):
+                _remember(memo, (digest, run, method), (ans, np.asarray(heat, np.float32)))
+        except Exception as err:  # noqa: BLE001 - show it, keep the other model
+            error = f"The {KIND_NAMES[kind]} model could not answer: {_short(err)}"
+    return {d: memo[(d, run, method)] for d, _ in loaded if (d, run, method) in memo}, error
+
+
+def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds: dict, method: str = "gradcam"):
+    """Decode and score a batch -> (results, errors).
+
+    ``results``: one dict per readable image: ``name``, ``pixels`` (uint8), ``notes`` and, per model
+    kind, ``answers[kind]`` (an Answer at ``thresholds[kind]``, with the image's notes) and
+    ``heatmaps[kind]``. ``errors``: ``(file name, message)`` per unreadable file and
+    ``(None, message)`` per model that failed.
+    """
+    loaded, errors = decode_all(files)
+    results = [{"name": img.name, "pixels": img.pixels, "notes": list(img.notes), "answers": {}, "heatmaps": {}}
+               for _, img in loaded]
+    for kind, predictor in predictors.items():
+        outputs, error = model_outputs(predictor, kind, loaded, method)
+        if error:
+            errors.append((None, error))
+        thr = float(thresholds.get(kind, predictor.threshold))
+        for res, (digest, _) in zip(results, loaded):
+            if digest in outputs:
+                ans, heat = outputs[digest]
+                res["answers"][kind] = dataclasses.replace(ans, name=res["name"], threshold=thr,
+                                                           tumour=bool(ans.prob >= thr), notes=res["notes"])
+                res["heatmaps"][kind] = heat
+    return results, errors
+
+
+def batch_table(results, predictors, errors=()) -> pd.DataFrame:
+    """One row per image and model (name, model, prob, decision, threshold, ood), then unreadable files.
+
+    No probability is given where the image is unlike the training data (``ood``): there is no answer."""
+    rows = [{"name": r["name"], "model": predictors[k].name, "prob": None if a.ood else round(a.prob, 6),
+             "decision": a.decision,
+             "threshold": a.threshold, "ood": a.ood} for r in results for k, a in r["answers"].items()]
+    rows += [{"name": name, "model": "", "prob": None, "decision": f"not read: {msg.removeprefix(name + ': ')}",
+              "threshold": None, "ood": None} for name, msg in errors if name is not None]
+    return pd.DataFrame(rows, columns=["name", "model", "prob", "decision", "threshold", "ood"])
+
+
+def _gather_files() -> list[tuple[str, bytes]]:
+    uploads = st.file_uploader("MRI slices (JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM; up to 20 MB each)",
+                               type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads")
+    files = [(up.name, up.getvalue()) for up in uploads or []]
+    examples = sorted(EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
+    if examples:
+        picked = st.multiselect("...or try bundled example slices (normal template slices and synthetic lesions,"
+                                " see examples/README.md)", [p.name for p in examples], key="examples")
+        files += [(name, (EXAMPLES_DIR / name).read_bytes()) for name in picked]
+    if len(files) > MAX_IMAGES:
+        st.warning(f"{len(files)} images chosen: only the first {MAX_IMAGES} are checked in one batch.")
+        files = files[:MAX_IMAGES]
+    return files
+
+
+def _load_models() -> dict:
+    shipped, predictors = shipped_runs(), {}
+    if not shipped:
+        st.error("No shipped models are listed (trained_models/shipped.json is missing or empty). "
+                 "Train a run and list it there, or use the Train page.")
+    for kind, run_dir in shipped.items():
+        try:
+            predictors[kind] = load_predictor(run_dir)
+        except Exception as err:  # noqa: BLE001 - one broken model must not cost the other
+            st.error(f"The {KIND_NAMES[kind]} model ({Path(run_dir).name}) could not be loaded: {_short(err)}. "
+                     "The other model is still used.")
+    return predictors
+
+
+def _sidebar(predictors: dict) -> tuple[dict, str, float]:
+    side = st.sidebar
+    side.header("Settings")
+    thresholds = {}
+    for kind, pred in predictors.items():
+        thresholds[kind] = side.slider(
+            f"{KIND_NAMES[kind]} threshold", 0.0, 1.0, value=float(pred.threshold), step=0.01, key=f"thr_{kind}",
+            help=f"Call 'tumour' when the probability is at least this. Default {pred.threshold:.3f}: "
+                 "this model's own operating threshold.")
+    method = side.radio("Explanation", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="method",
+                        help="Grad-CAM (Selvaraju et al. 2017) or Grad-CAM++ (Chattopadhay et al. 2018): where "
+                             "the model looked, not where a tumour is.")
+    alpha = side.slider("Heatmap opacity", 0.0, 1.0, overlay.DEFAULT_ALPHA, 0.05, key="alpha")
+    return thresholds, method, alpha
+
+
+def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: int) -> None:
+    with st.container(border=True):
+        st.subheader(_md(res["name"]))
+        for note in res["notes"]:
+            st.caption(f"Note: {_md(note)}")
+        shown = _display_pixels(res["pixels"])
+        cols = st.columns(1 + len(predictors))
+        cols[0].image(shown, caption="original", width="stretch")
+        for col, (kind, pred) in zip(cols[1:], predictors.items()):
+            ans = res["answers"].get(kind)
+            if ans is None:
+                col.error(f"{KIND_NAMES[kind]}: no answer (see the error above).")
+                continue
+            if ans.ood:
+                col.warning(f"**{KIND_NAMES[kind]} ({pred.name}): unlike the training data — no answer.** "
+                            "This image does not look like the slices the model learned from; its probability "
+                            "would not mean anything.", icon=":material/warning:")
+                continue
+            blended = overlay.overlay(shown, res["heatmaps"][kind], alpha=alpha)
+            col.image(blended, caption=f"{KIND_NAMES[kind]} {METHOD_LABELS[method]}", width="stretch")
+            if not np.any(res["heatmaps"][kind] > 0):
+                col.caption("The heatmap is flat: no region pushed the model towards this answer.")
+            col.metric(f"{KIND_NAMES[kind]} tumour probability", f"{100 * ans.prob:.1f}%",
+                       help=f"{pred.name}; threshold {ans.threshold:.2f}")
+            col.markdown(f"At threshold {ans.threshold:.2f}: **{ans.decision}**")
+            col.download_button("Overlay PNG", overlay.to_png_bytes(blended), icon=":material/download:",
+                                file_name=f"{Path(res['name']).stem}_{kind}_{method.replace('+', 'pp')}.png",
+                                mime="image/png", key=f"png_{index}_{kind}", on_click="ignore")
+
+
+def main() -> None:
+    st.title("Check MRI slices")
+    disclaimer()
+    predictors = _load_models()
+    thresholds, method, alpha = _sidebar(predictors)
+    files = _gather_files()
+    if not predictors:
+        st.stop()
+    if not files:
+        st.caption("Upload axial brain MRI slices, or pick an example. Files are kept in memory for this "
+                   "session only and never written to disk.")
+        return
+    with st.spinner("Scoring and explaining..."):
+        results, errors = process_uploads(files, predictors, thresholds, method)
+    if errors:
+        st.error("Some files could not be checked:\n\n" + "\n".join(f"- {_md(msg)}" for _, msg in errors))
+    if not results:
+        return
+    table = batch_table(results, predictors, errors)
+    st.subheader("Results")
+    st.dataframe(table, hide_index=True, column_config={
+        "prob": st.column_config.NumberColumn("tumour probability", format="%.3f"),
+        "threshold": st.column_config.NumberColumn(format="%.2f")})
+    st.download_button("Results as CSV", table.to_csv(index=False).encode(), file_name="bt_results.csv",
+                       mime="text/csv", icon=":material/download:", key="csv", on_click="ignore")
+    disclaimer()
+    for i, res in enumerate(results):
+        _show_result(res, predictors, method, alpha, i)
+
+
+main()

@@ -1,0 +1,178 @@
+"""Train a model from the app: a thin page over :mod:`bt_core.launcher`.
+
+Off unless an operator enables it (``BT_ENABLE_TRAINING=1`` or the secret ``enable_training = true``).
+One job at a time runs in the background; its progress refreshes every 2 seconds; a finished job's
+run lands in the runs registry, hence on the explorer and ROC pages.
+"""
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from bt_core import launcher
+from bt_core.errors import BTError
+
+ICONS = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:", "failed": ":material/error:",
+         "cancelled": ":material/cancel:"}
+MODEL_HELP = {"compact_cnn": "compact CNN (fast)", "paper_cnn": "the paper's CNN",
+              "transfer": "transfer learning on an ImageNet backbone"}
+
+
+def _secrets() -> dict:
+    try:
+        return {"enable_training": st.secrets.get("enable_training")}
+    except Exception:  # no secrets.toml at all
+        return {}
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _device() -> dict:
+    return launcher.device_info()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _data_folders(roots: tuple[str, ...]) -> list[str]:
+    """Allowed roots and their sub-folders (two levels) that hold both class folders."""
+    found = []
+    for root in map(Path, roots):
+        try:
+            level1 = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+            cands = [root, *level1, *sorted(e for d in level1 for e in d.iterdir() if e.is_dir())]
+        except OSError:
+            continue
+        for cand in cands[:500]:
+            try:
+                found.append(str(launcher.check_data_dir(cand, roots)))
+            except BTError:
+                pass
+    return list(dict.fromkeys(found))
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "?"
+
+
+def _jobs() -> list[dict]:
+    try:
+        return launcher.list_jobs()
+    except (BTError, OSError) as err:
+        st.error(f"cannot read the jobs folder: {err}")
+        return []
+
+
+def _form(folders: list[str]) -> None:
+    with st.form("train_form"):
+        data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
+        c1, c2 = st.columns(2)
+        model = c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP[m]}",
+                             key="train_model")
+        backbone = c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
+        c1, c2 = st.columns(2)
+        epochs = c1.number_input("Epochs", 1, 1000, 30, key="train_epochs")
+        folds = c2.number_input("Folds (cv mode)", 2, 20, 3, key="train_folds")
+        c1, c2 = st.columns(2)
+        split = c1.radio("Split", launcher.CHOICES["split"], horizontal=True, key="train_split",
+                         format_func=lambda s: {"group": "group (leak-free)", "random": "random (the paper's)"}[s])
+        mode = c2.radio("Mode", launcher.CHOICES["mode"], horizontal=True, key="train_mode",
+                        format_func=lambda m: {"cv": "k-fold CV + final fit", "train": "final fit only"}[m])
+        st.caption("The random split leaks: near-duplicate slices land on both sides, so its test scores are "
+                   "optimistic. The group split keeps near-duplicates together.")
+        with st.expander("More options"):
+            batch = st.number_input("Batch size", 1, 4096, 32, key="train_batch")
+            size = st.number_input("Image size (pixels)", 32, 1024, 240, key="train_size")
+            augment = st.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
+        submitted = st.form_submit_button("Start training", type="primary", key="train_start")
+    if submitted:
+        spec = launcher.JobSpec(data_dir=data or "", model=model, backbone=backbone, epochs=int(epochs),
+                                folds=int(folds), split=split, batch_size=int(batch), mode=mode,
+                                augment=bool(augment), image_size=int(size))
+        try:
+            job = launcher.start(spec)
+        except launcher.BusyError as err:
+            st.warning(str(err))
+        except BTError as err:
+            st.error(str(err))
+        else:
+            st.success(f"Started job {job.id}. When it finishes, its run appears in the runs registry, "
+                       "so on the explorer and ROC pages.")
+
+
+@st.fragment(run_every=2)
+def _live(job_id: str, device: str) -> None:
+    try:
+        job, p = launcher.status(job_id), launcher.progress(job_id)
+    except (BTError, OSError) as err:
+        st.error(f"cannot read the job {job_id}: {err}")
+        return
+    if job["status"] != "running":
+        st.rerun()  # the whole page: the job moves to the list below
+    spec = job.get("spec") or {}
+    st.subheader(f"Running: {job_id}")
+    st.caption(f"{spec.get('model')} · {spec.get('mode')} · split {spec.get('split')} · {spec.get('data_dir')} · "
+               f"started {_when(job.get('started'))} · {device}")
+    folds = p["folds"]
+    if folds:
+        done = folds if p["fold"] == 0 else max((p["fold"] or 1) - 1, 0)
+        label = "final fit" if p["fold"] == 0 else f"fold {p['fold'] or 1} of {folds}"
+        st.progress(min(done / (folds + 1), 1.0), text=f"Stage: {label} (then a final fit and the test)")
+    epochs = p["epochs"] or 1
+    st.progress(min((p["epoch"] or 0) / epochs, 1.0), text=f"Epoch {p['epoch'] or 0} of {epochs} · {p['stage']}")
+    cols = st.columns(len(p["metrics"]) + 1)
+    for col, (name, value) in zip(cols, sorted(p["metrics"].items())):
+        col.metric(name, f"{value:.4f}" if isinstance(value, (int, float)) else str(value))
+    cols[-1].metric("images/s", f"{p['images_per_s']:.0f}" if p["images_per_s"] else "–")
+    st.code(launcher.log_tail(job_id, 40) or "(no output yet)", language=None)
+    if st.button("Cancel this job", key="train_cancel"):
+        try:
+            with st.spinner("Stopping the job…"):
+                launcher.cancel(job_id)
+        except (BTError, OSError) as err:
+            st.error(f"could not cancel the job: {err}")
+        else:
+            st.rerun()
+
+
+def _past(jobs: list[dict]) -> None:
+    st.subheader("Past jobs")
+    if not jobs:
+        st.caption("No finished jobs yet.")
+    for j in jobs[:25]:
+        spec = j.get("spec") or {}
+        with st.expander(f"{j['id']}: {j['status']}", icon=ICONS.get(j["status"])):
+            st.caption(f"{spec.get('model')} · {spec.get('mode')} · {spec.get('epochs')} epochs · split "
+                       f"{spec.get('split')} · {spec.get('data_dir')} · started {_when(j.get('started'))}, "
+                       f"ended {_when(j.get('finished'))}")
+            if j["status"] == "finished":
+                st.success(f"Run {j.get('run_id')} is in the runs registry: open it on the explorer and ROC pages.")
+            elif j["status"] == "cancelled":
+                st.info("Cancelled; no run was saved (a run is written only when complete).")
+            elif j["status"] == "failed":
+                st.error(f"Failed: {j.get('error') or 'see the log'}")
+                st.code(j.get("log_tail") or "(empty log)", language=None)
+
+
+def main() -> None:
+    st.title("Train a model")
+    if not launcher.enabled(secrets=_secrets()):
+        st.info("Training from the app is switched off. An operator enables it by starting the app with the "
+                "environment variable `BT_ENABLE_TRAINING=1`, or with `enable_training = true` in "
+                "`.streamlit/secrets.toml` (on Streamlit Community Cloud: the app's Secrets). Data folders must "
+                "lie under `BT_DATA_ROOTS` (default `../shared/data`). Without it, train from the command line: "
+                "`python -m bt_core cv --data DIR`.")
+        return
+    dev = _device()
+    st.caption(f"Jobs run on **{dev['device']}** with the Keras **{dev['backend']}** backend"
+               + (f" ({dev['note']})" if dev["note"] else "") + ". One job at a time.")
+    folders = _data_folders(tuple(map(str, launcher.allowed_roots())))
+    if not folders:
+        st.warning("No data folder with no/ and yes/ sub-folders is allowed. The operator sets the allowed roots "
+                   "with `BT_DATA_ROOTS` (folders separated by `:`).")
+    _form(folders)
+    jobs = _jobs()
+    running = next((j for j in jobs if j["status"] == "running"), None)
+    if running:
+        _live(running["id"], dev["device"])
+    _past([j for j in jobs if j["status"] != "running"])
+
+
+main()

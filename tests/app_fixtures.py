@@ -1,0 +1,39 @@
+"""A tiny run registry for the dashboard tests: two quickly trained runs and a ``shipped.json``.
+
+:func:`build_registry` makes a generated two-class folder (tests/conftest.py ``make_folder``), runs
+the paper's protocol (2 folds, 2 epochs, 48x48 images) for a compact CNN and for a transfer model
+on EfficientNet-Lite0 with random weights (no weights file), saves both with
+:func:`bt_core.runs.save_run` and lists them in ``shipped.json`` as the app expects. The CNN run
+gets an operating threshold of 0.4 so the app's default threshold can be checked.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bt_core import data, runs, training
+
+from conftest import make_folder
+
+CNN_ID, TRANSFER_ID = "tiny-cnn", "tiny-transfer"
+CNN_THRESHOLD = 0.4
+
+
+def build_registry(root: Path, work: Path) -> Path:
+    """Train and save the two tiny runs under ``root`` -> ``root``."""
+    folder = make_folder(work / "data", n_per_class=16, size=64, seed=3)
+    ds = data.load_folder(folder, size=48, cache_dir=work / "cache")
+    common = dict(epochs=2, batch_size=8, folds=2, split="random", image_size=48, lr=1e-3, seed=1)
+    specs = [
+        (CNN_ID, "Tiny CNN", training.TrainConfig(model="compact_cnn", **common)),
+        (TRANSFER_ID, "Tiny transfer", training.TrainConfig(model="transfer", backbone_weights=None,
+                                                            dense_units=16, **common)),
+    ]
+    for run_id, label, cfg in specs:
+        model, record = training.run_protocol(cfg, ds, "cv")
+        record["label"] = label
+        if run_id == CNN_ID:
+            record["operating_point"] = {"threshold": CNN_THRESHOLD, "target_sensitivity": 0.9}
+        runs.save_run(record, model, root, run_id=run_id)
+    (root / "shipped.json").write_text(json.dumps({"cnn": CNN_ID, "transfer": TRANSFER_ID}))
+    return root

@@ -1,0 +1,171 @@
+"""The dashboard's pages, driven headless with streamlit.testing (AppTest) over a tiny run registry.
+
+The registry (tests/app_fixtures.py) holds two runs trained in seconds on generated images; every
+test points the app at it through ``$BT_RUNS_DIR``. Models load once per process (cache_resource).
+"""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_fixtures import CNN_ID, CNN_THRESHOLD, TRANSFER_ID, build_registry
+from bt_core.inference import DISCLAIMER, Predictor
+from conftest import blob_image
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "streamlit_app.py"
+PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py"]
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    work = tmp_path_factory.mktemp("app_registry")
+    return build_registry(work / "runs", work)
+
+
+@pytest.fixture(autouse=True)
+def _runs_dir(registry, monkeypatch):
+    monkeypatch.setenv("BT_RUNS_DIR", str(registry))
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(page):
+    at = app(page)
+    if page != "pages/train.py":
+        assert DISCLAIMER in texts(at.info)
+    assert not at.error, texts(at.error)
+
+
+def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch():
+    at = app()
+    assert at.slider(key="thr_cnn").value == pytest.approx(CNN_THRESHOLD)  # the run's operating threshold
+    assert at.slider(key="thr_transfer").value == pytest.approx(0.5)
+    good = png_bytes(blob_image(np.random.default_rng(5), 96, tumour=True))
+    at.file_uploader(key="uploads").set_value([("scan one.png", good, "image/png"),
+                                               ("garbage.png", b"\x89PNG\r\n\x1a\n not really", "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = texts(at.error)
+    assert len(errors) == 1 and "garbage" in errors[0] and "scan" not in errors[0]
+    probs = {m.label: m.value for m in at.metric}
+    for label in ("CNN tumour probability", "Transfer tumour probability"):
+        value = float(probs[label].rstrip("%"))
+        assert 0.0 <= value <= 100.0
+    assert len(at.image) == 3  # original | CNN overlay | transfer overlay
+    table = at.dataframe[0].value
+    assert table.loc[table["name"] == "scan one.png", "model"].tolist() == ["Tiny CNN", "Tiny transfer"]
+    assert table.loc[table["name"] == "garbage.png", "decision"].str.startswith("not read").all()
+    assert {"png_0_cnn", "png_0_transfer", "csv"} <= {b.key for b in at.download_button}
+    assert DISCLAIMER in texts(at.info)
+
+    at.slider(key="thr_cnn").set_value(0.0).run()  # everything is a tumour at threshold 0
+    assert any("At threshold 0.00: **tumour**" in t for t in texts(at.markdown))
+    at.slider(key="thr_cnn").set_value(1.0)
+    at.radio(key="method").set_value("gradcam++").run()
+    assert not at.exception and len(at.image) == 3
+    assert any("At threshold 1.00: **no tumour**" in t for t in texts(at.markdown))
+
+
+def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
+    real_answer = Predictor.answer
+
+    def transfer_says_ood(self, *args, **kwargs):
+        answers = real_answer(self, *args, **kwargs)
+        for a in answers:
+            a.ood = self.record["id"] == TRANSFER_ID
+        return answers
+
+    monkeypatch.setattr(Predictor, "answer", transfer_says_ood)
+    at = app()
+    picker = at.multiselect(key="examples")
+    assert "synthetic_lesion_1.png" in picker.options
+    picker.set_value(["synthetic_lesion_1.png"]).run()
+    assert not at.exception and not at.error
+    assert any("unlike the training data — no answer" in w for w in texts(at.warning))
+    assert "CNN tumour probability" in [m.label for m in at.metric]
+    assert "Transfer tumour probability" not in [m.label for m in at.metric]
+    assert len(at.image) == 2  # no heatmap for a no-answer
+    table = at.dataframe[0].value.set_index("model")
+    assert bool(table.loc["Tiny transfer", "ood"]) and np.isnan(table.loc["Tiny transfer", "prob"])
+    assert not bool(table.loc["Tiny CNN", "ood"]) and 0 <= table.loc["Tiny CNN", "prob"] <= 1
+
+
+def test_diagnose_keeps_the_other_model_when_one_fails_to_load(registry, tmp_path, monkeypatch):
+    broken = tmp_path / "runs"
+    shutil.copytree(registry / CNN_ID, broken / CNN_ID)
+    shutil.copytree(registry / TRANSFER_ID, broken / TRANSFER_ID)
+    (broken / TRANSFER_ID / "model.keras").write_bytes(b"not a keras file")
+    (broken / "shipped.json").write_text(json.dumps({"cnn": CNN_ID, "transfer": TRANSFER_ID}))
+    monkeypatch.setenv("BT_RUNS_DIR", str(broken))
+    at = app()
+    assert any("Transfer model" in e and "could not be loaded" in e for e in texts(at.error))
+    at.file_uploader(key="uploads").set_value(("a.png", png_bytes(blob_image(np.random.default_rng(1), 64)),
+                                               "image/png")).run()
+    assert not at.exception
+    assert [m.label for m in at.metric] == ["CNN tumour probability"]
+
+
+def test_explore_shows_fold_tables_and_the_t_test_sentences():
+    at = app("pages/explore.py")
+    runs = at.multiselect(key="runs")
+    assert len(runs.value) == 2 and all("random split (leaky)" in v for v in runs.value)
+    tables = [d.value for d in at.dataframe]
+    folds = [t for t in tables if "Fold 1" in t.index]
+    assert len(folds) == 2 and all(list(t.index[-2:]) == ["Mean", "Variance (%²)"] for t in folds)
+    assert all(str(v).endswith("%") for v in folds[0].loc["Fold 1"])
+    sentences = [t for t in texts(at.markdown) if "t-test" in t]
+    assert len(sentences) == 2 and all(" A " in s and " B" in s and "accuracy" in s for s in sentences)
+    at.selectbox(key="cmp_key").set_value("sensitivity").run()
+    assert any("sensitivity" in t for t in texts(at.markdown) if "t-test" in t)
+
+
+def test_roc_shows_auc_and_the_threshold_moves_sensitivity():
+    at = app("pages/roc.py")
+    aucs = [m for m in at.metric if m.label.startswith("AUC")]
+    assert len(aucs) == 2 and all(0.0 <= float(m.value) <= 1.0 for m in aucs)
+
+    def sensitivity():
+        return next(m.value for m in at.metric if m.label.startswith("Sensitivity — Tiny CNN"))
+
+    at.slider(key="threshold").set_value(0.0).run()
+    assert sensitivity() == "100.0%"
+    at.slider(key="threshold").set_value(1.0).run()
+    assert sensitivity() != "100.0%"
+    assert not at.exception
+    # the two runs share their test images: McNemar and DeLong are computed, each with a sentence
+    verdicts = [t for t in texts(at.markdown) if t.startswith(("**McNemar", "**DeLong"))]
+    assert len(verdicts) == 2
+    assert any(m.label.startswith("ECE") for m in at.metric)
+
+
+@pytest.mark.parametrize("page", PAGES[:3])
+def test_pages_explain_an_empty_registry(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("BT_RUNS_DIR", str(tmp_path / "no_runs_yet"))
+    at = app(page)
+    shown = texts(at.error) + texts(at.info)
+    assert any("No shipped models" in t or "No cross-validated runs" in t or "No runs with test-set" in t
+               for t in shown), shown

@@ -1,0 +1,109 @@
+"""The training page (pages/train.py), headless with streamlit.testing: off by default; when enabled,
+the form starts a job (the fake trainer, through launcher.CHILD_PROGRAM), shows its progress, refuses a
+second start while it runs, cancels it, and lists past jobs (a failed one with its log)."""
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_folder
+from streamlit.testing.v1 import AppTest
+
+from bt_core import launcher
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
+FAKE = str(Path(__file__).with_name("fake_trainer.py"))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    make_folder(tmp_path / "dataroot" / "tiny", n_per_class=3)
+    (tmp_path / "dataroot" / "not_data").mkdir()
+    monkeypatch.setenv("BT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("BT_DATA_ROOTS", str(tmp_path / "dataroot"))
+    monkeypatch.delenv("BT_ENABLE_TRAINING", raising=False)
+    yield tmp_path
+    for job in launcher.list_jobs():
+        if job["status"] == "running":
+            launcher.cancel(job["id"], grace=0.5)
+
+
+def page(secrets=None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    for k, v in (secrets or {}).items():
+        at.secrets[k] = v
+    return at.run()
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error", "code", "subheader")
+             for e in getattr(at, kind)]
+    return "\n".join(map(str, parts)) + "\n" + "\n".join(e.label for e in at.expander)
+
+
+def test_disabled_by_default_shows_only_how_to_enable(env):
+    at = page()
+    assert not at.exception
+    assert len(at.info) == 1 and "BT_ENABLE_TRAINING=1" in at.info[0].value and "enable_training" in at.info[0].value
+    assert len(at.button) == 0 and len(at.selectbox) == 0 and len(at.number_input) == 0 and len(at.error) == 0
+
+
+def test_a_secret_enables_it(env):
+    at = page({"enable_training": True})
+    assert not at.exception and at.button(key="train_start")
+    assert at.selectbox(key="train_data").options == [str((env / "dataroot" / "tiny").resolve())]
+
+
+def test_start_progress_busy_cancel(env, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    at = page()
+    assert not at.exception
+    assert "Keras" in texts(at) and "backend" in texts(at)  # which device and backend jobs use
+    assert at.radio(key="train_split").options == ["group (leak-free)", "random (the paper's)"]
+    assert "leaks" in texts(at)
+    at.number_input(key="train_epochs").set_value(2)
+    at.selectbox(key="train_model").set_value("paper_cnn")
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    assert "Started job" in at.success[0].value and "explorer and ROC" in at.success[0].value
+    job = launcher.running_job()
+    assert job and job["spec"]["model"] == "paper_cnn" and job["spec"]["epochs"] == 2
+    t0 = time.monotonic()
+    while "sleeping" not in launcher.log_tail(job["id"]) and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    at.run()
+    body = texts(at)
+    assert f"Running: {job['id']}" in body and "sleeping" in body and "images/s" in str([m.label for m in at.metric])
+    assert len(at.progress) == 2  # fold and epoch
+    at.button(key="train_start").click().run()  # a second start while one runs
+    assert any("already running" in w.value for w in at.warning)
+    at.button(key="train_cancel").click().run()
+    assert not at.exception
+    assert launcher.status(job["id"])["status"] == "cancelled"
+    assert any("cancelled" in e.label for e in at.expander) and "Running:" not in texts(at)
+
+
+def test_a_failed_job_shows_its_log(env, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "crash"])
+    job = launcher.start(launcher.JobSpec(data_dir=str(env / "dataroot" / "tiny")))
+    t0 = time.monotonic()
+    while launcher.status(job.id)["status"] == "running" and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    at = page()
+    assert not at.exception
+    assert any("failed" in e.label for e in at.expander)
+    assert any("class folder missing" in e.value for e in at.error)
+    assert any("fake trainer" in c.value for c in at.code)
+
+
+def test_a_bad_folder_is_refused_in_one_line(env, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setenv("BT_DATA_ROOTS", str(env / "nowhere"))
+    at = page()
+    assert not at.exception and any("BT_DATA_ROOTS" in w.value for w in at.warning)
+    at.button(key="train_start").click().run()
+    assert not at.exception and any("data root" in e.value or "BT_DATA_ROOTS" in e.value for e in at.error)
+    assert launcher.list_jobs() == [] and os.environ["BT_DATA_ROOTS"].endswith("nowhere")

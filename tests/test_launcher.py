@@ -1,0 +1,306 @@
+"""The training launcher: validation, the data-folder fence, one job at a time, faults, restarts, cancel.
+
+One real (tiny) training job runs end to end; the fault tests use ``tests/fake_trainer.py`` through the
+documented hook ``launcher.CHILD_PROGRAM``, which starts in a blink and parses the same argv.
+"""
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import make_folder
+
+from bt_core import launcher, runs
+from bt_core.errors import BTError, ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = str(Path(__file__).with_name("fake_trainer.py"))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Runs registry, data root (with a tiny two-class folder) and an outside folder, all under tmp."""
+    root, outside = tmp_path / "dataroot", tmp_path / "outside"
+    make_folder(root / "tiny", n_per_class=10)
+    make_folder(outside / "evil", n_per_class=2)
+    monkeypatch.setenv("BT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("BT_DATA_ROOTS", str(root))
+    monkeypatch.delenv("BT_ENABLE_TRAINING", raising=False)
+    yield tmp_path
+    for job in launcher.list_jobs():  # never leave a child behind
+        if job["status"] == "running":
+            launcher.cancel(job["id"], grace=0.5)
+
+
+def fake(monkeypatch, behave):
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", behave])
+
+
+def spec(tmp, **kw):
+    return launcher.JobSpec(data_dir=str(tmp / "dataroot" / "tiny"), **{"epochs": 1, "folds": 2, **kw})
+
+
+def wait_for(cond, timeout=30.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def fresh_list(tmp) -> list[dict]:
+    """list_jobs() from a new Python process, as after an app restart."""
+    code = "import json; from bt_core import launcher; print(json.dumps(launcher.list_jobs()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                         env={**os.environ, "BT_RUNS_DIR": str(tmp / "runs")})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+# --- switched off by default ------------------------------------------------------------------------
+
+def test_disabled_unless_an_operator_enables_it(monkeypatch):
+    monkeypatch.delenv("BT_ENABLE_TRAINING", raising=False)
+    assert not launcher.enabled()
+    assert not launcher.enabled({}) and not launcher.enabled({"BT_ENABLE_TRAINING": "0"})
+    assert not launcher.enabled({}, {"enable_training": False}) and not launcher.enabled({}, {})
+    assert launcher.enabled({"BT_ENABLE_TRAINING": "1"})
+    assert launcher.enabled({}, {"enable_training": True})
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    assert launcher.enabled()
+
+
+def test_allowed_roots(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    env = {"BT_DATA_ROOTS": os.pathsep.join([str(a), str(tmp_path / "missing"), "", str(b)])}
+    assert launcher.allowed_roots(env) == [a.resolve(), b.resolve()]
+    default = (REPO.parent / "shared" / "data")
+    assert launcher.allowed_roots({}) == ([default.resolve()] if default.is_dir() else [])
+    assert launcher.allowed_roots({"BT_DATA_ROOTS": ""}) == []
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, words", [
+    ({"epochs": 0}, "epochs"), ({"epochs": 1001}, "epochs"), ({"epochs": "5"}, "epochs"), ({"epochs": 2.5}, "epochs"),
+    ({"epochs": True}, "epochs"), ({"folds": 1}, "folds"), ({"batch_size": 0}, "batch size"),
+    ({"image_size": 8}, "image size"), ({"model": "resnet"}, "model"), ({"model": "paper_cnn; rm -rf /"}, "model"),
+    ({"backbone": "vgg"}, "backbone"), ({"split": "leaky"}, "split"), ({"mode": "evaluate"}, "mode"),
+    ({"augment": "yes"}, "augment"),
+])
+def test_bad_spec_is_a_one_line_config_error(env, change, words):
+    with pytest.raises(ConfigError, match=words) as err:
+        spec(env, **change).validate()
+    assert "\n" not in str(err.value)
+
+
+def test_choices_match_the_library():
+    """launcher does not import bt_core.models (keras); its lists must still be the library's."""
+    found = {}
+    for mod in ("models", "splits"):
+        for node in ast.parse((REPO / "bt_core" / f"{mod}.py").read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                found[node.targets[0].id] = node.value
+    lit = lambda name: set(ast.literal_eval(found[name]))  # noqa: E731
+    assert lit("MODEL_KINDS") == set(launcher.CHOICES["model"])
+    assert lit("BACKBONES") == set(launcher.CHOICES["backbone"])
+    assert lit("SPLIT_KINDS") == set(launcher.CHOICES["split"])
+
+
+def test_data_folder_fence(env):
+    root, outside = env / "dataroot", env / "outside" / "evil"
+    assert launcher.check_data_dir(root / "tiny") == (root / "tiny").resolve()
+    cases = {
+        "dotdot": root / "tiny" / ".." / ".." / "outside" / "evil",      # `..` escape
+        "missing": root / "nope",
+        "empty": "",
+    }
+    (root / "link_out").symlink_to(outside, target_is_directory=True)   # a symlink pointing outside
+    cases["symlink"] = root / "link_out"
+    (root / "noclass").mkdir()                                            # no class folders
+    (root / "noclass" / "yes").mkdir()
+    cases["noclass"] = root / "noclass"
+    make_folder(root / "classlink", n_per_class=1)                         # a class folder linked outside
+    (root / "classlink" / "yes").rename(root / "classlink" / "yes_old")
+    (root / "classlink" / "yes").symlink_to(outside / "yes", target_is_directory=True)
+    cases["classlink"] = root / "classlink"
+    make_folder(root / "filelink", n_per_class=1)                          # an image linked outside
+    (root / "filelink" / "yes" / "x.png").symlink_to(outside / "yes" / "yes0.png")
+    cases["filelink"] = root / "filelink"
+    for name, path in cases.items():
+        with pytest.raises(ConfigError) as err:
+            launcher.check_data_dir(path)
+        assert "\n" not in str(err.value), name
+        with pytest.raises(ConfigError):
+            launcher.JobSpec(data_dir=str(path)).validate()
+    (root / "link_in").symlink_to(root / "tiny", target_is_directory=True)  # a symlink inside the root is fine
+    assert launcher.check_data_dir(root / "link_in") == (root / "tiny").resolve()
+    with pytest.raises(ConfigError, match="no data folder is allowed"):
+        launcher.check_data_dir(root / "tiny", roots=[])
+
+
+def test_argv_is_a_list_never_a_shell_string(env):
+    odd = env / "dataroot" / "my data; rm -rf ~ $(reboot)"
+    make_folder(odd, n_per_class=1)
+    argv = launcher.JobSpec(data_dir=str(odd), augment=True).argv("/p/progress.jsonl", "/p/out")
+    assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+    assert argv[:4] == [sys.executable, "-m", "bt_core", "cv"]
+    assert argv[argv.index("--data") + 1] == str(odd.resolve())
+    assert argv[argv.index("--progress-file") + 1] == "/p/progress.jsonl" and argv[argv.index("--out") + 1] == "/p/out"
+    assert "--augment" in argv and argv[argv.index("--epochs") + 1] == "30"
+    tree = ast.parse(Path(launcher.__file__).read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert not any(k.arg == "shell" for c in calls for k in c.keywords)
+    assert "os.system" not in Path(launcher.__file__).read_text()
+
+
+def test_device_info_without_importing_a_backend(tmp_path, monkeypatch):
+    code = ("import sys; from bt_core import launcher; d = launcher.device_info(); "
+            "assert not {'tensorflow', 'jax', 'torch', 'keras'} & set(sys.modules), sorted(sys.modules); print(d)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    smi = bin_ / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1234)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    info = launcher.device_info({"KERAS_BACKEND": "jax"})
+    assert info["backend"] == "jax" and info["gpus"] == ["NVIDIA H100 80GB HBM3"]
+    assert info["device"].startswith("CPU") and "GPU is present" in info["note"]  # no jax-cuda installed here
+    assert launcher.device_info({"KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": ""})["gpus"] == []
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    info = launcher.device_info({"KERAS_HOME": str(tmp_path)})
+    assert info["backend"] == "tensorflow" and info["device"].startswith("CPU") and info["note"] == ""
+
+
+# --- a real job ---------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(300)
+def test_real_tiny_job_end_to_end(env):
+    job = launcher.start(spec(env, image_size=64, batch_size=8))
+    assert job.argv[:4] == [sys.executable, "-m", "bt_core", "cv"] and "--image-size" in job.argv
+    with pytest.raises(launcher.BusyError, match=r"already running \(started \d\d:\d\d\); wait for it to finish"):
+        launcher.start(spec(env))
+    assert launcher.status(job.id)["status"] == "running"
+    rec = wait_for(lambda: (s := launcher.status(job.id))["status"] != "running" and s, 240, "the job to end")
+    assert rec["status"] == "finished", launcher.log_tail(job.id)
+    assert rec["returncode"] == 0 and rec["run_id"]
+    p = launcher.progress(job.id)
+    assert p["epoch"] == p["epochs"] == 1 and p["folds"] == 2 and p["fold"] == 0 and p["stage"] == "saved"
+    assert p["images_per_s"] > 0 and "loss" in p["metrics"] and p["run_id"] == rec["run_id"]
+    assert [r["id"] for r in runs.list_runs()] == [rec["run_id"]]
+    assert "saved" in launcher.log_tail(job.id)
+    assert [(j["id"], j["status"], j["run_id"]) for j in fresh_list(env)] == [(job.id, "finished", rec["run_id"])]
+    again = launcher.start(spec(env, epochs=1, mode="train", image_size=64))  # not busy any more
+    launcher.cancel(again.id, grace=1)
+
+
+# --- faults, restarts, cancel (fake trainer) ----------------------------------------------------------
+
+def test_sigkill_mid_save_fails_with_its_log_and_leaves_no_run(env, monkeypatch):
+    fake(monkeypatch, "ok")
+    ok = launcher.start(spec(env))
+    done = wait_for(lambda: (s := launcher.status(ok.id))["status"] != "running" and s, 30, "the fake job")
+    assert done["status"] == "finished" and done["run_id"]
+    fake(monkeypatch, "hang_in_save")
+    job = launcher.start(spec(env))
+    wait_for(lambda: "saving: half-way" in launcher.log_tail(job.id), 30, "the save to begin")
+    os.killpg(job.pid, signal.SIGKILL)
+    rec = wait_for(lambda: (s := launcher.status(job.id))["status"] != "running" and s, 30, "the kill to show")
+    assert rec["status"] == "failed" and rec["error"] and rec["run_id"] is None
+    assert "saving: half-way" in rec["log_tail"] and "fake trainer" in rec["log_tail"]
+    out = env / "runs"
+    assert [r["id"] for r in runs.list_runs(out)] == [done["run_id"]]       # the half-saved run is invisible
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert len(hidden) == 1 and not (out / hidden[0] / runs.RUN_FILE).exists()
+    after = fresh_list(env)                                                   # as after an app restart
+    assert [(j["id"], j["status"]) for j in after] == [(job.id, "failed"), (ok.id, "finished")]
+    assert after[0]["log_tail"] and after[1]["run_id"] == done["run_id"]
+
+
+def start_elsewhere(tmp, behave="sleep") -> str:
+    """Start a fake job from another Python process, which then exits (an app that restarted)."""
+    code = ("import sys; from bt_core import launcher; launcher.CHILD_PROGRAM = sys.argv[1:]; "
+            f"print(launcher.start(launcher.JobSpec(data_dir={str(tmp / 'dataroot' / 'tiny')!r})).id)")
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, FAKE, "--behave", behave], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_job_of_a_dead_app_is_tracked_and_a_stale_record_is_cleared(env, monkeypatch):
+    """A job started by another process (an app since restarted) is seen as running, blocks a start,
+    can be cancelled, and once killed -9 shows as failed; nothing of it blocks the next start."""
+    job_id = start_elsewhere(env)
+    wait_for(lambda: "sleeping" in launcher.log_tail(job_id), 30, "the orphaned job to sleep")
+    assert launcher.cancel(job_id, grace=2)["status"] == "cancelled"
+    job_id = start_elsewhere(env)
+    rec = launcher.status(job_id)
+    assert rec["status"] == "running" and psutil.pid_exists(rec["pid"])
+    assert launcher.running_job()["id"] == job_id
+    wait_for(lambda: "sleeping" in launcher.log_tail(job_id), 30, "the orphaned job to sleep")
+    fake(monkeypatch, "ok")
+    with pytest.raises(launcher.BusyError):
+        launcher.start(spec(env))
+    os.killpg(rec["pid"], signal.SIGKILL)
+    failed = wait_for(lambda: (s := launcher.status(job_id))["status"] != "running" and s, 30, "the kill to show")
+    assert failed["status"] == "failed" and "sleeping" in failed["log_tail"]
+    # a record naming a process that no longer exists (or a reused PID) is stale, never a lock
+    stale = env / "runs" / "_jobs" / "20200101-000000-compact_cnn-abcdef"
+    stale.mkdir()
+    (stale / "job.json").write_text(json.dumps({"id": stale.name, "status": "running", "pid": os.getpid(),
+                                                 "ctime": 1.0, "started": 1.0, "spec": {}}))
+    assert launcher.status(stale.name)["status"] == "failed"
+    nxt = launcher.start(spec(env))
+    assert wait_for(lambda: launcher.status(nxt.id)["status"] == "finished", 30, "the next job")
+
+
+def test_cancel_terminates_then_kills(env, monkeypatch):
+    fake(monkeypatch, "sleep")
+    job = launcher.start(spec(env))
+    wait_for(lambda: "sleeping" in launcher.log_tail(job.id), 30, "the fake job to sleep")
+    p = launcher.progress(job.id)  # a half-written last line is ignored
+    assert p["epoch"] == 1 and p["metrics"]["loss"] == 0.69 and p["images_per_s"] == 123.0 and p["fold"] == 1
+    rec = launcher.cancel(job.id, grace=3)
+    assert rec["status"] == "cancelled" and rec["returncode"] in (-signal.SIGTERM, None)
+    assert not psutil.pid_exists(job.pid) or psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE
+    assert launcher.cancel(job.id)["status"] == "cancelled"  # idempotent
+    fake(monkeypatch, "stubborn")                             # ignores SIGTERM: SIGKILL after the grace
+    job = launcher.start(spec(env))
+    wait_for(lambda: "sleeping" in launcher.log_tail(job.id), 30, "the stubborn job to sleep")
+    t0 = time.monotonic()
+    assert launcher.cancel(job.id, grace=0.5)["status"] == "cancelled"
+    assert time.monotonic() - t0 < 5
+    assert runs.list_runs() == []
+
+
+def test_crash_shows_the_error_line(env, monkeypatch):
+    fake(monkeypatch, "crash")
+    job = launcher.start(spec(env))
+    rec = wait_for(lambda: (s := launcher.status(job.id))["status"] != "running" and s, 30, "the crash")
+    assert rec["status"] == "failed" and rec["error"] == "class folder missing: /nowhere/yes"
+    assert rec["returncode"] in (2, None)
+
+
+def test_broken_records_never_raise(env):
+    jobs = env / "runs" / "_jobs"
+    (jobs / "20200101-000000-x-000000").mkdir(parents=True)
+    (jobs / "20200101-000000-x-000000" / "job.json").write_text("{half")
+    (jobs / "not a job").mkdir()
+    listed = launcher.list_jobs()
+    assert [(j["id"], j["status"]) for j in listed] == [("20200101-000000-x-000000", "failed")]
+    assert launcher.progress("20200101-000000-x-000000")["stage"] == "starting"
+    for bad in ("../etc", "a/b", ""):
+        with pytest.raises(ConfigError):
+            launcher.status(bad)
+    assert issubclass(launcher.BusyError, BTError)

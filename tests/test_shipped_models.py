@@ -1,0 +1,52 @@
+"""The models that ship in trained_models/: complete records, size budget, and the OOD check."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bt_core import probes, runs
+from bt_core.inference import Predictor
+
+ROOT = Path(__file__).resolve().parent.parent / "trained_models"
+SHIPPED = ROOT / "shipped.json"
+pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped models yet")
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    names = json.loads(SHIPPED.read_text())
+    return {kind: Predictor(ROOT / rid) for kind, rid in names.items()}
+
+
+def test_budget_and_records():
+    local = ("_", ".")  # _jobs/, _reproduce/ and temp folders are never committed
+    total = sum(p.stat().st_size for p in ROOT.rglob("*")
+                if p.is_file() and not any(part.startswith(local) for part in p.relative_to(ROOT).parts))
+    assert total <= 40e6, f"trained_models/ is {total / 1e6:.1f} MB"
+    assert (ROOT / "README.md").is_file()
+    for kind, rid in json.loads(SHIPPED.read_text()).items():
+        rec = runs.load_run(ROOT / rid)
+        assert rec["config"]["split"] == "group" and len(rec["folds"]) == 3
+        assert len(rec["test"]["prob"]) == len(rec["test"]["idx"]) > 0
+        assert {"calibration", "operating_point", "ood"} <= set(rec)
+
+
+def test_both_models_answer_and_explain_an_example(predictors):
+    from PIL import Image
+
+    img = np.asarray(Image.open(ROOT.parent / "examples" / "normal_1.png").convert("L"))
+    for pred in predictors.values():
+        ans = pred.answer([img])[0]
+        assert 0 <= ans.prob <= 1
+        heat = pred.explain([img])[0]
+        assert heat.shape == (pred.config.image_size,) * 2 and np.isfinite(heat).all()
+
+
+def test_out_of_distribution_check_flags_every_non_brain_probe(predictors):
+    probe = probes.non_brain_images()
+    assert len(probe) >= 20
+    pred = predictors["transfer"]
+    flags = [a.ood for a in pred.answer([im for _, im in probe], [n for n, _ in probe])]
+    missed = [n for (n, _), f in zip(probe, flags) if not f]
+    assert not missed, f"not flagged: {missed}"

@@ -1,0 +1,124 @@
+"""Generalisation report for the shipped models -> reports/generalisation.md.
+
+For each shipped model (trained_models/shipped.json), on its own held-out group-split test images:
+metrics at 0.5 and at the run's operating threshold, calibration (ECE before/after temperature),
+test-time augmentation (horizontal flip), the out-of-distribution check on those test images and
+on non-brain probe images (bt_core.probes), and "simulated other scanners": the same test images
+degraded (blur, noise, gamma, contrast, bias field, low resolution, JPEG artefacts, inverted
+contrast), with accuracy overall and on the images the OOD check accepts.
+
+Usage: python tools/generalisation_report.py --data ../shared/data/br35h [--out reports/generalisation.md]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from bt_core import calibration, data, metrics, probes, runs
+from bt_core.inference import Predictor
+
+
+def _jpeg(im: np.ndarray, q: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, "JPEG", quality=q)
+    return np.asarray(Image.open(buf).convert("L"))
+
+
+def degradations(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def bias(im):
+        h, w = im.shape
+        yy, xx = np.mgrid[:h, :w] / max(h, w)
+        a, b = rng.uniform(-1, 1, 2)
+        field = 1 + 0.35 * np.sin(np.pi * (a * xx + b * yy + rng.uniform()))
+        return np.clip(im * field, 0, 255).astype(np.uint8)
+
+    return {
+        "blur (sigma 2)": lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(2))),
+        "noise (sd 15)": lambda im: np.clip(im + rng.normal(0, 15, im.shape), 0, 255).astype(np.uint8),
+        "gamma 0.6": lambda im: (255 * (im / 255.0) ** 0.6).astype(np.uint8),
+        "gamma 1.6": lambda im: (255 * (im / 255.0) ** 1.6).astype(np.uint8),
+        "contrast x0.5": lambda im: np.clip(128 + 0.5 * (im.astype(float) - 128), 0, 255).astype(np.uint8),
+        "bias field": bias,
+        "low resolution (64 px)": lambda im: np.asarray(Image.fromarray(im).resize((64, 64)).resize(im.shape[::-1])),
+        "JPEG quality 15": lambda im: _jpeg(im, 15),
+        "inverted contrast": lambda im: (255 - im).astype(np.uint8),
+    }
+
+
+def evaluate(pred: Predictor, imgs, y) -> dict:
+    ans = pred.answer(list(imgs), threshold=pred.threshold)
+    prob = np.array([a.prob for a in ans])
+    flags = np.array([a.ood for a in ans])
+    out = {"accuracy": metrics.binary_metrics(y, prob, pred.threshold)["accuracy"], "flagged": float(flags.mean())}
+    keep = ~flags
+    out["accepted_accuracy"] = float(((prob[keep] >= pred.threshold) == y[keep]).mean()) if keep.any() else float("nan")
+    return out
+
+
+def pct(x) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.2f}%"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", default="reports/generalisation.md")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    shipped = json.loads((runs.default_root() / "shipped.json").read_text())
+    md = ["# Generalisation of the shipped models", "",
+          f"Command: `python tools/generalisation_report.py --data {args.data}`; {time.strftime('%Y-%m-%d')}. "
+          "All figures are on each run's held-out group-split test images (no near-duplicate in training).", ""]
+    probe = probes.non_brain_images()
+    for kind, rid in shipped.items():
+        pred = Predictor(runs.default_root() / rid)
+        rec = pred.record
+        ds = data.load_folder(args.data, 240)
+        if ds.fingerprint != rec["data"]["fingerprint"] and ds.paths != rec["data"]["paths"]:
+            raise SystemExit("the data folder is not the one the model was trained on")
+        idx = np.asarray(rec["test"]["idx"])
+        imgs, y = ds.images[idx], ds.labels[idx]
+        x = pred.batch(list(imgs))
+        p = pred.probabilities(x)
+        p_flip = pred.probabilities(x[:, :, ::-1])
+        p_raw = np.asarray(rec["test"]["prob"])
+        m05, mop = metrics.binary_metrics(y, p, 0.5), metrics.binary_metrics(y, p, pred.threshold)
+        mtta = metrics.binary_metrics(y, (p + p_flip) / 2, pred.threshold)
+        md += [f"## {rec.get('label', rid)}", "", "| measure | value |", "|---|---|",
+               f"| test accuracy at 0.5 | {pct(m05['accuracy'])} |", f"| test AUC | {m05['auc']:.4f} |",
+               f"| threshold for sensitivity >= {rec.get('operating_point', {}).get('target_sensitivity', 'n/a')} "
+               f"(chosen on out-of-fold predictions) | {pred.threshold:.4f} |",
+               f"| test sensitivity / specificity / accuracy there | {pct(mop['sensitivity'])} / {pct(mop['specificity'])} / {pct(mop['accuracy'])} |",
+               f"| with flip test-time augmentation | {pct(mtta['sensitivity'])} / {pct(mtta['specificity'])} / {pct(mtta['accuracy'])}, AUC {mtta['auc']:.4f} |",
+               f"| test ECE, raw / temperature-scaled (T = {pred.temperature:.3f}) | "
+               f"{calibration.expected_calibration_error(y, p_raw):.4f} / {calibration.expected_calibration_error(y, p):.4f} |"]
+        if pred.ood is not None:
+            flags_test = np.array([a.ood for a in pred.answer(list(imgs))])
+            flags_probe = np.array([a.ood for a in pred.answer([im for _, im in probe])])
+            missed = [n for (n, _), f in zip(probe, flags_probe) if not f]
+            md += [f"| held-out Br35H test images flagged as unlike training | {pct(flags_test.mean())} ({int(flags_test.sum())} of {len(flags_test)}) |",
+                   f"| non-brain probe images flagged | {int(flags_probe.sum())} of {len(probe)}"
+                   + (f" (missed: {', '.join(missed)})" if missed else "") + " |"]
+        md += ["", "Simulated other scanners (test images degraded):", "",
+               "| degradation | accuracy | flagged unlike training | accuracy on accepted |", "|---|---|---|---|"]
+        for name, fn in degradations().items():
+            r = evaluate(pred, np.stack([fn(im) for im in imgs]), y)
+            md.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['flagged'])} | {pct(r['accepted_accuracy'])} |")
+        md.append("")
+        print(f"done {kind}", flush=True)
+    md.append(f"Wall time {(time.perf_counter() - t0) / 60:.1f} min.")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(md) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
