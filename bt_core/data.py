@@ -6,7 +6,7 @@ Layout (Br35H's): ``<root>/yes/`` holds tumour slices (label 1), ``<root>/no/`` 
 ``size`` x ``size`` (240, as in the paper) and kept as greyscale ``uint8``.
 
 Decoded arrays are cached in ``cache_dir`` (default ``$BT_CACHE_DIR`` or ``~/.cache/bt_core``) in
-one ``.npz`` whose name is a hash of every file's *content*, its label and the size, so a second
+one ``.npz`` named by a hash of every file's *content* and label, and the size, so a second
 run decodes nothing and a changed file is noticed. Files that cannot be decoded are skipped and
 listed in :attr:`Dataset.skipped`, never silently.
 
@@ -76,8 +76,9 @@ def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSE
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def _fingerprint(root: Path, paths: list[str], labels: np.ndarray, size: int) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
+def _fingerprint(root: Path, paths: list[str], labels: np.ndarray) -> str:
+    """Hash of every file's content and label: the identity of a data set, whatever its size."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for rel, lab in zip(paths, labels):
         h.update(f"|{lab}|".encode())
         h.update(hashlib.sha1((root / rel).read_bytes()).digest())
@@ -94,9 +95,9 @@ def load_folder(
     """Decode every image of a two-class folder (or read them from the cache)."""
     root = Path(root).resolve()
     paths, labels = list_folder(root, classes)
-    key = _fingerprint(root, paths, labels, size)
+    key = _fingerprint(root, paths, labels)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_file = cache / f"{key}.npz"
+    cache_file = cache / f"{key}-{size}.npz"
     if cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:

@@ -28,7 +28,7 @@ class Answer:
     threshold: float
     tumour: bool
     ood: bool = False
-    ood_score: float | None = None
+    ood_score: float | None = None  # distance to the training data over its threshold: > 1 is flagged
     notes: list = field(default_factory=list)
 
     @property
@@ -54,12 +54,14 @@ class Predictor:
         cal = self.record.get("calibration") or {}
         self.temperature = float(cal.get("temperature", 1.0))
         self.threshold = float((self.record.get("operating_point") or {}).get("threshold", 0.5))
-        self.ood = None
+        self.ood = self.ood_stats = None
         if self.record.get("ood"):
             from . import ood
             try:
                 self.ood = ood.OODDetector.load(self.record["dir"])
                 self._features = ood.feature_model(self.model, self.record["ood"]["layer"])
+                self.ood_stats = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
+                                  if self.record["ood"].get("stats_file") else None)
             except (OSError, KeyError, ValueError):
                 self.ood = None  # the answer then carries no out-of-distribution flag
 
@@ -88,9 +90,13 @@ class Predictor:
         x = self.batch(pixels_list)
         prob = self.probabilities(x)
         flags = scores = [None] * len(prob)
-        if self.ood is not None:
-            scores = self.ood.score(self._run(self._features, x))
-            flags = scores > self.ood.threshold
+        if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
+            scores = self.ood.score(self._run(self._features, x)) / self.ood.threshold
+            if self.ood_stats is not None:
+                from .ood import image_statistics
+                resized = np.stack([data_mod.resize(p, self.config.image_size) for p in pixels_list])
+                scores = np.maximum(scores, self.ood_stats.score(image_statistics(resized)) / self.ood_stats.threshold)
+            flags = scores > 1.0
         return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
                        float(s) if s is not None else None)
                 for n, p, f, s in zip(names, prob, flags, scores)]

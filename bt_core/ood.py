@@ -6,7 +6,10 @@ are standardised, reduced by PCA (default 64 components) and scored by the small
 distance to a class mean under a shared Ledoit-Wolf covariance. The threshold is set on *held-out*
 training images (out-of-fold scores), at a quantile (default 0.99), so about 1% of images like the
 training data are flagged; scores on the training images themselves would be optimistic.
-Arrays are stored beside the run in ``ood.npz``; ``run.json`` keeps the layer and threshold.
+A second detector of the same kind on simple image statistics (:func:`image_statistics`) catches
+blank images, text and gradients; an image is flagged when either detector flags it (each at the
+0.995 quantile, so about 1% of training-like images together). Arrays are stored beside the run in
+``ood.npz`` and ``ood_stats.npz``; ``run.json`` keeps the layer and thresholds.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from sklearn.decomposition import PCA
 
 DEFAULT_LAYER = {"transfer": "pool", "compact_cnn": "fc", "paper_cnn": "fc"}
 OOD_FILE = "ood.npz"
+STATS_FILE = "ood_stats.npz"
 
 
 class OODDetector:
@@ -49,19 +53,44 @@ class OODDetector:
     def flags(self, features: np.ndarray) -> np.ndarray:
         return self.score(features) > self.threshold
 
-    def save(self, folder) -> Path:
-        path = Path(folder) / OOD_FILE
+    def save(self, folder, name: str = OOD_FILE) -> Path:
+        path = Path(folder) / name
         np.savez(path, center=self.center, scale=self.scale, components=self.components, means=self.means,
                  precision=self.precision, threshold=self.threshold)
         return path
 
     @classmethod
-    def load(cls, folder) -> "OODDetector":
-        with np.load(Path(folder) / OOD_FILE) as z:
+    def load(cls, folder, name: str = OOD_FILE) -> "OODDetector":
+        with np.load(Path(folder) / name) as z:
             det = cls(len(z["components"]), float(z["threshold"]))
             for key in ("center", "scale", "components", "means", "precision"):
                 setattr(det, key, z[key])
         return det
+
+
+def image_statistics(images_u8: np.ndarray) -> np.ndarray:
+    """What a slice looks like, in 31 numbers: intensity histogram (16 bins), mean, spread, dark
+    background share, mean intensity in 6 rings from the centre out, left-right and up-down
+    symmetry, edge density. Catches blank images, text, gradients and other non-slices that a
+    network's features may place near the training data."""
+    x = np.asarray(images_u8, np.float64) / 255.0
+    n, h, w = x.shape
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
+    rings = [(r >= a) & (r < a + 0.25) for a in np.arange(0, 1.5, 0.25)]
+    flat = x.reshape(n, -1)
+
+    def corr(a, b):
+        a = a.reshape(n, -1) - a.reshape(n, -1).mean(1, keepdims=True)
+        b = b.reshape(n, -1) - b.reshape(n, -1).mean(1, keepdims=True)
+        den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+        return np.where(den > 1e-9, (a * b).sum(1) / np.maximum(den, 1e-9), 0.0)
+
+    hist = np.stack([np.histogram(f, bins=16, range=(0, 1))[0] / f.size for f in flat])
+    grad = np.abs(np.diff(x, axis=1)).mean((1, 2)) + np.abs(np.diff(x, axis=2)).mean((1, 2))
+    cols = [flat.mean(1), flat.std(1), (flat < 0.05).mean(1)] + [x[:, m].mean(1) for m in rings]
+    cols += [corr(x, x[:, :, ::-1]), corr(x, x[:, ::-1, :]), grad]
+    return np.concatenate([hist, np.stack(cols, 1)], 1)
 
 
 def feature_model(model, layer: str):

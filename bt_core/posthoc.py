@@ -56,12 +56,20 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
     pos = {int(i): k for k, i in enumerate(train_idx)}
     folds = [(np.array([pos[i] for i in f["train_idx"]]), np.array([pos[i] for i in f["val_idx"]]))
              for f in record["folds"]]
-    thr, _ = ood.held_out_threshold(feats[train_idx], labels[train_idx], folds, ood_quantile)
-    det = ood.OODDetector(threshold=thr).fit(feats[train_idx], labels[train_idx])
-    det.save(folder)
-    test_flags = det.flags(feats[test_idx])
-    out["ood"] = {"file": ood.OOD_FILE, "layer": layer, "threshold": thr, "quantile": ood_quantile,
-                  "method": "class-conditional Mahalanobis, PCA 64, Ledoit-Wolf",
+    q = 1 - (1 - ood_quantile) / 2  # two detectors, each with half the false-flag budget
+    stats = ood.image_statistics(np.stack([data.resize(im, cfg.image_size) for im in ds.images]))
+    dets = {}
+    for name, f in (("features", feats), ("image_stats", stats)):
+        thr, _ = ood.held_out_threshold(f[train_idx], labels[train_idx], folds, q)
+        dets[name] = ood.OODDetector(threshold=thr).fit(f[train_idx], labels[train_idx])
+    dets["features"].save(folder)
+    dets["image_stats"].save(folder, ood.STATS_FILE)
+    test_flags = dets["features"].flags(feats[test_idx]) | dets["image_stats"].flags(stats[test_idx])
+    out["ood"] = {"file": ood.OOD_FILE, "layer": layer, "threshold": dets["features"].threshold,
+                  "stats_file": ood.STATS_FILE, "stats_threshold": dets["image_stats"].threshold,
+                  "quantile": ood_quantile,
+                  "method": "class-conditional Mahalanobis (PCA 64, Ledoit-Wolf) on penultimate features "
+                            "and on image statistics; flagged when either is over its threshold",
                   "test_flagged": int(test_flags.sum()), "test_n": int(len(test_idx))}
     record.update(out)
     record.pop("dir", None)

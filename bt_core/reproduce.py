@@ -29,13 +29,37 @@ def run_id(model: str, split: str, cfg: training.TrainConfig, fingerprint: str) 
     return f"repro-{model}{extra}-{split}-e{cfg.epochs}-s{cfg.seed}-{fingerprint[:10]}"
 
 
-def get_run(model: str, split: str, ds, epochs: int, backbone: str, out: Path, seed: int = 42):
-    """Load a finished run from the registry, or train and save it."""
-    cfg = training.TrainConfig(model=model, split=split, epochs=epochs, backbone=backbone, seed=seed)
+def config_for(model: str, split: str, args) -> training.TrainConfig:
+    cfg = training.TrainConfig(model=model, split=split, epochs=args.epochs, backbone=args.backbone, seed=42)
+    if model != "transfer":  # the from-scratch CNN's size and learning rate may be set apart
+        cfg.image_size, cfg.head_pool, cfg.lr = args.cnn_image_size, args.cnn_head_pool, args.cnn_lr
+    return cfg.validate()
+
+
+def find_run(cfg: training.TrainConfig, fingerprint: str, roots) -> dict | None:
+    """A finished cv run of exactly this config on exactly this data, in any of ``roots``."""
+    want = cfg.to_dict()
+    for root in roots:
+        for summary in runs.list_runs(root):
+            try:
+                rec = runs.load_run(summary["dir"])
+            except Exception:
+                continue
+            have = training.TrainConfig.from_dict(rec.get("config", {})).to_dict()
+            if (rec.get("mode") == "cv" and have == want and rec.get("data", {}).get("fingerprint") == fingerprint
+                    and summary.get("has_model")):
+                return rec
+    return None
+
+
+def get_run(model: str, split: str, ds, args, out: Path):
+    """Reuse a finished run of the same config and data (here or in the registry), or train one."""
+    cfg = config_for(model, split, args)
     rid = run_id(model, split, cfg, ds.fingerprint)
-    if (out / rid / runs.RUN_FILE).is_file():
-        print(f"== reusing {rid}", flush=True)
-        return runs.load_run(out / rid)
+    found = find_run(cfg, ds.fingerprint, [out, runs.default_root()])
+    if found:
+        print(f"== reusing {found['id']}", flush=True)
+        return found
     print(f"== {rid}", flush=True)
     from .cli import _progress_printer
     model_obj, record = training.run_protocol(cfg, ds, "cv", _progress_printer(None))
@@ -86,7 +110,8 @@ def _gradcam_examples(records: dict, ds, report_dir: Path) -> list[str]:
         for n in names:
             cfg = training.TrainConfig.from_dict(records[n]["config"])
             model = runs.load_model(records[n]["dir"])
-            heat = gradcam.explain(model, data.as_batch(img[None], cfg.channels, cfg.preprocess))[0]
+            small = data.resize(img, cfg.image_size)[None]
+            heat = gradcam.explain(model, data.as_batch(small, cfg.channels, cfg.preprocess))[0]
             overlays[f"{LABELS.get(n, n)} p={records[n]['test']['prob'][j]:.3f}"] = overlay.overlay(img, heat)
         what = "tumour" if label else "no tumour"
         figures.gradcam_grid(img, overlays, f"Grad-CAM, test image with {what}: {ds.paths[idx]}", report_dir / fig_name)
@@ -98,7 +123,8 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
     hw = next(iter(next(iter(results.values())).values()))["hardware"]
     md = ["# Reproduction of Jardim et al. on Br35H", "",
           f"Command: `python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models "
-          f"{' '.join(args.models)} --splits {' '.join(args.splits)}`  ",
+          f"{' '.join(args.models)} --splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} "
+          f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}`  ",
           f"Machine: {hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
           f"devices {hw.get('devices')}; total wall time {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",
           f"Data: {len(ds)} images ({int(ds.labels.sum())} tumour). Near-duplicates (dHash distance <= 10): "
@@ -174,7 +200,7 @@ def main(args) -> int:
     tr_g, te_g = splits.holdout(ds.labels, "group", groups, seed=42)
     audit = {**summary, "test": len(te_r), "random_leak": splits.leak_count(bits, tr_r, te_r),
              "group_leak": splits.leak_count(bits, tr_g, te_g)}
-    results = {s: {m: get_run(m, s, ds, args.epochs, args.backbone, out) for m in args.models} for s in args.splits}
+    results = {s: {m: get_run(m, s, ds, args, out) for m in args.models} for s in args.splits}
     path = write_report(results, ds, args, report_dir, time.perf_counter() - t0, audit)
     compact = {s: {m: {"run": r["id"], "folds": [f["metrics"] for f in r["folds"]], "test": r["test"]["metrics"],
                        "wall_time_s": r["wall_time_s"], "hardware": r["hardware"]} for m, r in d.items()}

@@ -175,7 +175,7 @@ def interpret(p: float, alpha: float = 0.05, what: str = "accuracy", diff: float
     a, b = names
     if p >= alpha:
         return (f"No significant difference in {what} between {a} and {b} ({_fmt_p(p)}): "
-                f"{source} do not show that one model is better.")
+                f"the evidence from {source} does not show that one model is better.")
     if diff is None or diff == 0:
         return f"{a} and {b} differ significantly in {what} ({_fmt_p(p)})."
     better, worse = (a, b) if diff > 0 else (b, a)

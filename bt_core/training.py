@@ -250,7 +250,10 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     y = ds.labels
     groups = groups_for(ds, cfg)
     train_idx, test_idx = splits.holdout(y, cfg.split, groups, cfg.test_size, cfg.seed)
-    x_all = data_mod.as_batch(ds.images, cfg.channels, cfg.preprocess)
+    images = ds.images
+    if images.shape[1] != cfg.image_size:  # a data set decoded at another size
+        images = np.stack([data_mod.resize(im, cfg.image_size) for im in images])
+    x_all = data_mod.as_batch(images, cfg.channels, cfg.preprocess)
     record = {"mode": mode, "config": cfg.to_dict(),
               "data": {"root": ds.root, "classes": list(ds.classes), "n": len(y), "fingerprint": ds.fingerprint,
                        "paths": ds.paths, "labels": y.tolist(), "skipped": ds.skipped},

@@ -174,7 +174,7 @@ def test_delong_detects_a_clearly_better_model():
 def test_interpret_sentences():
     s = interpret(0.71)
     assert s == ("No significant difference in accuracy between Model A and Model B (p = 0.71): "
-                 "the folds do not show that one model is better.")
+                 "the evidence from the folds does not show that one model is better.")
     assert interpret(0.012, diff=0.01) == (
         "Model A is significantly better than Model B in accuracy (p = 0.012).")
     assert interpret(0.0001, what="AUC", diff=-0.03).startswith(

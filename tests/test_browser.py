@@ -1,0 +1,157 @@
+"""End to end in a real browser: the dashboard served by ``streamlit run``, driven by headless Chromium.
+
+One test: start the app on a free loopback port over the tiny run registry of tests/app_fixtures.py
+(``$BT_RUNS_DIR``; no shipped model is needed), open it in Debian's chromium through Playwright,
+upload a generated PNG through the page's file input and check that both models' tumour
+probabilities, their heatmaps (images actually decoded by the browser) and the decision-support
+notice are shown. A screenshot is left in ``/tmp/bt_browser.png`` for debugging.
+
+Needs ``/usr/bin/chromium`` (Playwright never downloads a browser): without it the test is skipped,
+or fails when ``$CI`` is set. Marker ``browser``: ``pytest -m browser`` runs it alone (about a minute
+on 2 CPU cores, most of it training the tiny registry and the server's first import of TensorFlow).
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_fixtures import build_registry
+from bt_core.inference import DISCLAIMER
+from conftest import blob_image
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = Path("/tmp/bt_browser.png")
+START_TIMEOUT = 60   # s, until /_stcore/health answers
+ANSWER_TIMEOUT = 60  # s, from the upload to both probabilities (first load of both models included)
+MODELS = ("CNN", "Transfer")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(log: Path, n: int = 3000) -> str:
+    try:
+        return log.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def chromium_path():
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium); the browser test cannot run"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("playwright.sync_api")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(chromium_path, tmp_path_factory):
+    """``streamlit run`` over a tiny registry -> its base URL; always terminated afterwards."""
+    work = tmp_path_factory.mktemp("browser_app")
+    registry = build_registry(work / "runs", work)
+    port, log = free_port(), work / "streamlit.log"
+    env = {**os.environ, "BT_RUNS_DIR": str(registry), "BT_CACHE_DIR": str(work / "cache"),
+           "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+           "--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with status {proc.returncode}:\n{_log_tail(log)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer /_stcore/health in {START_TIMEOUT} s:\n{_log_tail(log)}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_upload_in_a_real_browser_shows_both_probabilities_heatmaps_and_the_disclaimer(server, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    scan = png_bytes(blob_image(np.random.default_rng(5), 96, tumour=True))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            wait = ANSWER_TIMEOUT * 1000  # ms; expect() waits 5 s unless told
+            page.set_default_timeout(wait)
+            page.goto(server, wait_until="domcontentloaded")
+            try:
+                upload = page.locator("input[type=file]")
+                expect(upload).to_have_count(1, timeout=wait)  # after the models load
+                expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(4, timeout=wait)  # every page reachable
+                upload.set_input_files(files=[{"name": "scan one.png", "mimeType": "image/png", "buffer": scan}])
+
+                metrics = page.get_by_test_id("stMetric")
+                for model in MODELS:  # both answers appear (the spinner is gone by then)
+                    expect(metrics.filter(has_text=f"{model} tumour probability")).to_have_count(1, timeout=wait)
+                for model in MODELS:
+                    value = metrics.filter(has_text=f"{model} tumour probability").get_by_test_id("stMetricValue")
+                    text = value.inner_text().strip()
+                    assert text.endswith("%") and 0.0 <= float(text.rstrip("%")) <= 100.0, (model, text)
+
+                for model in MODELS:  # each heatmap: an <img> from st.image, captioned, decoded by the browser
+                    figure = page.get_by_test_id("stImage").filter(has_text=f"{model} Grad-CAM")
+                    expect(figure).to_have_count(1, timeout=wait)
+                    img = figure.locator("img")
+                    expect(img).to_be_visible(timeout=wait)
+                    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+                assert page.get_by_test_id("stImage").locator("img").count() == 3  # original | CNN | transfer
+
+                notice = page.get_by_text(DISCLAIMER, exact=True)
+                expect(notice.first).to_be_visible(timeout=wait)
+                assert page.get_by_test_id("stException").count() == 0
+                assert page.get_by_test_id("stAlertContentError").count() == 0
+            finally:  # Streamlit scrolls inside its own container: a tall viewport shows the results
+                try:
+                    page.set_viewport_size({"width": 1400, "height": 2000})
+                    page.screenshot(path=str(SCREENSHOT), full_page=True)
+                except Exception:  # noqa: BLE001 - a failed screenshot must not hide the test's own failure
+                    pass
+        finally:
+            browser.close()
