@@ -10,3 +10,4 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
+DISCLAIMER = "Decision support for research and teaching, not a diagnosis: a clinician must read the scan."

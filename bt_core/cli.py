@@ -19,7 +19,7 @@ SHIPPED = "shipped.json"
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", required=True, help="two-class folder (yes/ = tumour, no/ = no tumour)")
@@ -56,7 +56,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
@@ -150,8 +150,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import images
-    from .inference import DISCLAIMER, Predictor
+    from . import DISCLAIMER, images
 
     loaded, errors = [], []
     for f in args.files:
@@ -161,7 +160,8 @@ def cmd_predict(args) -> int:
             errors.append(str(err))
             print(f"error: {err}", file=sys.stderr)
     results = []
-    if loaded:
+    if loaded:  # keras is imported only when there is something to score
+        from .inference import Predictor
         pred = Predictor(args.model or default_run())
         for img, ans in zip(loaded, pred.answer([i.pixels for i in loaded], [i.name for i in loaded], args.threshold)):
             ans.notes = list(img.notes)

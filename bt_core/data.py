@@ -31,7 +31,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".
 DEFAULT_CLASSES = ("no", "yes")
 DEFAULT_SIZE = 240
 CACHE_VERSION = "1"
-PREPROCESS_CHOICES = ("none", "percentile")
+from .config import PREPROCESS_CHOICES  # noqa: F401
 
 
 @dataclass

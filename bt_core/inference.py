@@ -14,9 +14,9 @@ import numpy as np
 
 from . import data as data_mod
 from . import runs
-from .training import TrainConfig
+from .config import TrainConfig
 
-DISCLAIMER = ("Decision support for research and teaching, not a diagnosis: a clinician must read the scan.")
+from . import DISCLAIMER  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -30,12 +30,13 @@ from pathlib import Path
 import psutil
 
 from . import runs
+from .config import BACKBONES, MODEL_KINDS, SPLIT_KINDS
 from .errors import BTError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_PROGRAM = [sys.executable, "-m", "bt_core"]
-CHOICES = {"model": ("compact_cnn", "paper_cnn", "transfer"), "backbone": ("efficientnet_lite0", "resnet50v2"),
-           "split": ("group", "random"), "mode": ("cv", "train"), "augment": (False, True)}  # as bt_core.models
+CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
+           "augment": (False, True)}
 CLASSES, FINAL = ("no", "yes"), ("finished", "failed", "cancelled")
 RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31)}
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")

@@ -22,8 +22,7 @@ from keras import layers
 
 from .errors import ConfigError, ModelError
 
-MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer")
-BACKBONES = ("efficientnet_lite0", "resnet50v2")
+from .config import BACKBONES, MODEL_KINDS  # noqa: F401
 DEFAULT_INPUT = (240, 240, 1)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import calibration, data, metrics, ood, runs
 from .errors import ConfigError
-from .training import TrainConfig
+from .config import TrainConfig
 
 
 def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantile: float = 0.99,

@@ -66,6 +66,11 @@ def save_run(record: dict, model=None, root: str | os.PathLike | None = None, ru
     try:
         record = {**record, "id": run_id, "status": "finished", "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if model is not None:
+            if getattr(model, "optimizer", None) is not None:  # ship weights only: a third of the size
+                import keras
+                bare = keras.models.clone_model(model)
+                bare.set_weights(model.get_weights())
+                model = bare
             model.save(tmp / MODEL_FILE)
             record["model_file"] = MODEL_FILE
         write_json_atomic(tmp / RUN_FILE, record)

@@ -22,8 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from .errors import ConfigError
 
-SPLIT_KINDS = ("group", "random")
-DEFAULT_MAX_DISTANCE = 10
+from .config import DEFAULT_MAX_DISTANCE, SPLIT_KINDS  # noqa: F401
 HASH_SIZE = 16
 
 

@@ -11,12 +11,10 @@ backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -24,80 +22,10 @@ import numpy as np
 
 from . import data as data_mod
 from . import metrics, models, splits
+from .config import TrainConfig  # noqa: F401  (re-exported)
 from .errors import ConfigError
 
 Progress = Callable[[dict], None]
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in run.json)."""
-
-    model: str = "compact_cnn"
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = "default"
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    seed: int = 42
-    folds: int = 3
-    split: str = "group"
-    test_size: float = 0.2
-    image_size: int = 240
-    channels: int = 1
-    preprocess: str = "none"
-    augment: bool = False
-    dropout: float = 0.5
-    dense_units: int = 500
-    head_pool: int = 0
-    fine_tune_layers: int = 0
-    fine_tune_from: str = ""
-    cache_features: bool = True
-    mixed_precision: bool = False
-    data_parallel: bool = False  # bt_core.distribute.data_parallel: one model on all visible GPUs
-    max_distance: int = splits.DEFAULT_MAX_DISTANCE
-
-    def validate(self) -> "TrainConfig":
-        checks = [
-            (self.model in models.MODEL_KINDS, f"model must be one of {', '.join(models.MODEL_KINDS)}"),
-            (self.backbone in models.BACKBONES, f"backbone must be one of {', '.join(models.BACKBONES)}"),
-            (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
-            (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
-            (0 < self.lr < 1, "learning rate must lie between 0 and 1"),
-            (2 <= self.folds <= 20, "folds must be between 2 and 20"),
-            (self.split in splits.SPLIT_KINDS, f"split must be one of {', '.join(splits.SPLIT_KINDS)}"),
-            (0 < self.test_size < 1, "test size must lie between 0 and 1"),
-            (32 <= self.image_size <= 1024, "image size must be between 32 and 1024"),
-            (self.channels in (1, 3), "channels must be 1 or 3"),
-            (self.preprocess in data_mod.PREPROCESS_CHOICES, f"preprocess must be one of {data_mod.PREPROCESS_CHOICES}"),
-            (0 <= self.dropout < 1, "dropout must lie in [0, 1)"),
-            (self.fine_tune_layers >= 0, "fine_tune_layers must be >= 0"),
-            (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @property
-    def feature_cut(self) -> str:
-        """Where cached activations feed training: "pool" (frozen backbone), a backbone layer
-        (fine-tuning the layers above it), or "" (train end to end on images)."""
-        if self.model != "transfer" or not self.cache_features or self.augment or self.fine_tune_layers:
-            return ""
-        return self.fine_tune_from or "pool"
-
-    @property
-    def uses_feature_cache(self) -> bool:
-        return bool(self.feature_cut)
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:

@@ -192,6 +192,10 @@ def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: 
                 col.warning(f"**{KIND_NAMES[kind]} ({pred.name}): unlike the training data — no answer.** "
                             "This image does not look like the slices the model learned from; its probability "
                             "would not mean anything.", icon=":material/warning:")
+                with col.expander("Show the answer anyway (for teaching; not reliable)"):
+                    far = (f", distance to the training data {ans.ood_score:.2f}x the flagging threshold"
+                           if ans.ood_score is not None else "")
+                    st.markdown(f"Tumour probability {100 * ans.prob:.1f}%{far}.")
                 continue
             blended = overlay.overlay(shown, res["heatmaps"][kind], alpha=alpha)
             col.image(blended, caption=f"{KIND_NAMES[kind]} {METHOD_LABELS[method]}", width="stretch")
