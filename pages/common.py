@@ -120,3 +120,15 @@ def hide_page_if_empty(message: str, items) -> None:
         st.caption(f"Run registry: `{runs_root()}`" + ("" if os.environ.get("BT_RUNS_DIR") is None
                                                        else " (from $BT_RUNS_DIR)"))
         st.stop()
+
+
+def pick_runs(need: str, empty_message: str) -> tuple[dict[str, dict], list[str]]:
+    """Run picker shared by the explorer and ROC pages -> (records by label, chosen labels)."""
+    records = finished_records(need)
+    hide_page_if_empty(empty_message, records)
+    by_label = unique_labels(records)
+    labels = list(by_label)
+    chosen = st.multiselect("Runs", labels, default=labels[:2], key="runs")
+    if not chosen:
+        st.info("Choose one or more runs.")
+    return by_label, chosen

@@ -13,7 +13,7 @@ import streamlit as st
 
 from bt_core import metrics, plots, stats
 from bt_core.errors import BTError
-from pages.common import disclaimer, finished_records, hide_page_if_empty, unique_labels
+from pages.common import disclaimer, pick_runs
 
 TABLE_KEYS = ("accuracy", "sensitivity", "specificity", "auc")
 COMPARE_KEYS = ("accuracy", "sensitivity", "specificity")
@@ -105,13 +105,8 @@ def _show_comparison(by_label: dict, chosen: list[str]) -> None:
 def main() -> None:
     st.title("Cross-validation explorer")
     disclaimer()
-    records = finished_records("folds")
-    hide_page_if_empty("No cross-validated runs yet: run `python -m bt_core cv ...` or use the Train page.", records)
-    by_label = unique_labels(records)
-    labels = list(by_label)
-    chosen = st.multiselect("Runs", labels, default=labels[:2], key="runs")
+    by_label, chosen = pick_runs("folds", "No cross-validated runs yet: run `python -m bt_core cv ...` or use the Train page.")
     if not chosen:
-        st.info("Choose one or more runs.")
         return
     tabs = st.tabs(chosen)
     for tab, label in zip(tabs, chosen):

@@ -15,7 +15,7 @@ import streamlit as st
 
 from bt_core import calibration, metrics, plots, stats
 from bt_core.errors import BTError
-from pages.common import disclaimer, finished_records, hide_page_if_empty, unique_labels
+from pages.common import disclaimer, pick_runs
 
 
 def _pct(v: float) -> str:
@@ -107,14 +107,9 @@ def _pair_tests(by_label: dict, chosen: list[str], scores: dict, threshold: floa
 def main() -> None:
     st.title("Test-set evaluation")
     disclaimer()
-    records = finished_records("test")
-    hide_page_if_empty("No runs with test-set predictions yet: train one with `python -m bt_core cv ...` "
-                       "or the Train page.", records)
-    by_label = unique_labels(records)
-    labels = list(by_label)
-    chosen = st.multiselect("Runs", labels, default=labels[:2], key="runs")
+    by_label, chosen = pick_runs("test", "No runs with test-set predictions yet: train one with `python -m bt_core cv ...` "
+                       "or the Train page.")
     if not chosen:
-        st.info("Choose one or more runs.")
         return
     has_temperature = any((by_label[c].get("calibration") or {}).get("temperature") for c in chosen)
     use_t = st.toggle("Apply each run's calibration (temperature)", value=True, key="use_t") if has_temperature \
