@@ -101,6 +101,7 @@ def cmd_train(args, mode: str) -> int:
         folder = runs.save_run(record, None, args.out)
         print(f"saved fold {args.only_fold} of {cfg.folds} in {folder}")
         return 0
+    record["command"] = "python -m bt_core " + " ".join(sys.argv[1:] if argv_is_cli() else [mode, "..."])
     if args.label:
         record["label"] = args.label
     folder = runs.save_run(record, model, args.out)
@@ -109,6 +110,10 @@ def cmd_train(args, mode: str) -> int:
     print(f"saved {folder}\ntest: accuracy {m['accuracy']:.4f} sensitivity {m['sensitivity']:.4f} "
           f"specificity {m['specificity']:.4f} auc {m['auc']:.4f} (n={m['n']})")
     return 0
+
+
+def argv_is_cli() -> bool:
+    return len(sys.argv) > 1 and sys.argv[1] in ("train", "cv")
 
 
 def default_run(kind: str = "transfer") -> str:

@@ -9,6 +9,11 @@ Usage: python tools/ablation_report.py RUN [RUN ...] [--out reports/ablation.md]
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
+
 import argparse
 import time
 from pathlib import Path

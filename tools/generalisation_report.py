@@ -11,6 +11,11 @@ Usage: python tools/generalisation_report.py --data ../shared/data/br35h [--out 
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
+
 import argparse
 import io
 import json
