@@ -21,6 +21,20 @@ SHIPPED_FILE = "shipped.json"
 KIND_NAMES = {"cnn": "CNN", "transfer": "Transfer"}
 
 
+def _route_through_navigation() -> None:
+    """A link straight to a page (``/explore``) that is the first request after the server starts is
+    run by Streamlit's older ``pages/``-folder mode, which lists every file in the sidebar. Leave that
+    mode and rerun once, so streamlit_app.py's ``st.navigation`` routes every request."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_navigation()
+
+
 def disclaimer(where=st) -> None:
     """The decision-support notice; shown wherever a result is shown."""
     where.info(DISCLAIMER, icon=":material/medical_information:")

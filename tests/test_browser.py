@@ -120,6 +120,10 @@ def test_upload_in_a_real_browser_shows_both_probabilities_heatmaps_and_the_disc
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             wait = ANSWER_TIMEOUT * 1000  # ms; expect() waits 5 s unless told
             page.set_default_timeout(wait)
+            # a link straight to a page, as the server's first request, is still routed by st.navigation
+            page.goto(f"{server}/explore", wait_until="domcontentloaded")
+            expect(page.get_by_text("Cross-validation explorer")).to_be_visible(timeout=wait)
+            expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(4, timeout=wait)
             page.goto(server, wait_until="domcontentloaded")
             try:
                 upload = page.locator("input[type=file]")
