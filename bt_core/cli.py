@@ -88,7 +88,8 @@ def cmd_train(args, mode: str) -> int:
     cfg = _config(args)
     report = _progress_printer(args.progress_file)
     report({"event": "data", "stage": f"reading {args.data}"})
-    ds = data.load_folder(args.data, cfg.image_size, args.classes,
+    # decoded at the canonical size, so near-duplicate groups (hence the split) never depend on the model
+    ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes,
                           progress=lambda i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None)
     fold_records = None  # --- several devices (bt_core.distribute) ---
     if args.only_fold is not None and not args.out:
@@ -133,12 +134,10 @@ def cmd_evaluate(args) -> int:
     from .inference import Predictor
 
     pred = Predictor(args.model or default_run())
-    ds = data.load_folder(args.data, pred.config.image_size, args.classes)
-    x = data.as_batch(ds.images, pred.config.channels, pred.config.preprocess)
+    ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes)
     ans = pred.answer(list(ds.images), ds.paths, args.threshold)
     prob = [a.prob for a in ans]
     out = {"model": pred.record["id"], "data": ds.root, **metrics.binary_metrics(ds.labels, prob, ans[0].threshold)}
-    del x
     flagged = [a.ood for a in ans]
     out["ood_flagged"] = int(sum(flagged))
     keep = [i for i, f in enumerate(flagged) if not f]
@@ -193,7 +192,7 @@ def cmd_predict(args) -> int:
 def cmd_audit(args) -> int:
     from . import data, splits
 
-    ds = data.load_folder(args.data, 240, args.classes)
+    ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes)
     bits = splits.dhash_bits(ds.images)
     out = splits.duplicate_summary(bits, args.max_distance)
     groups = splits.near_duplicate_groups(bits=bits, max_distance=args.max_distance)

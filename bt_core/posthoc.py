@@ -44,7 +44,9 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
                                "chosen_on": "calibrated out-of-fold predictions",
                                "test": metrics.binary_metrics(test_y, test_cal, threshold)}}
 
-    ds = data.load_folder(data_root or record["data"]["root"], cfg.image_size, record["data"]["classes"])
+    ds = data.load_folder(data_root or record["data"]["root"], data.DEFAULT_SIZE, record["data"]["classes"])
+    if cfg.image_size != data.DEFAULT_SIZE:  # as run_protocol does
+        ds.images = np.stack([data.resize(im, cfg.image_size) for im in ds.images])
     if ds.fingerprint != record["data"].get("fingerprint"):
         raise ConfigError("the data folder differs from the one this run was trained on")
     progress("computing features for the out-of-distribution check")

@@ -117,3 +117,21 @@ def test_predict_mixed_batch_answers_good_files_and_lists_bad_ones(tiny_run, tmp
     r = out["results"][0]
     assert 0 <= r["prob"] <= 1 and r["decision"] in ("tumour", "no tumour") and "not a diagnosis" in out["disclaimer"]
     assert (tmp_path / "cam" / f"{good.stem}_gradcam.png").stat().st_size > 100
+
+
+def test_the_group_split_does_not_depend_on_the_models_input_size(tmp_path, capsys, monkeypatch):
+    """Two models of different input sizes trained on one folder are tested on the same images:
+    images are decoded (and hashed into near-duplicate groups) at the canonical size."""
+    from conftest import make_folder
+
+    sizes, real = [], data.load_folder
+    monkeypatch.setattr(data, "load_folder", lambda root, size=240, *a, **k: sizes.append(size) or real(root, size, *a, **k))
+    folder = make_folder(tmp_path / "data", n_per_class=15, size=96)
+    for size in ("64", "96"):
+        assert main(["train", "--data", str(folder), "--model", "compact_cnn", "--image-size", size, "--epochs", "1",
+                     "--out", str(tmp_path / "runs"), "--label", size]) == 0
+    recs = [runs.load_run(r["dir"]) for r in runs.list_runs(tmp_path / "runs")]
+    assert {r["config"]["image_size"] for r in recs} == {64, 96}
+    assert recs[0]["split"]["test_idx"] == recs[1]["split"]["test_idx"]
+    assert recs[0]["split"]["groups"] == recs[1]["split"]["groups"]
+    assert sizes == [data.DEFAULT_SIZE, data.DEFAULT_SIZE]
