@@ -59,7 +59,7 @@ ANSWER_JS = """names => {
   let ood = false;
   for (const n of names) {
     if (labels.some(l => l.includes(n + ' tumour probability'))) continue;
-    if (warns.some(w => w.startsWith(n + ' (') && w.includes('unlike the training data'))) { ood = true; continue; }
+    if (warns.some(w => w.includes(n + ' (') && w.includes('unlike the training data'))) { ood = true; continue; }
     return null;
   }
   return ood ? 'ok-ood' : 'ok';

@@ -21,6 +21,7 @@ PAPER = {  # Jardim et al., test set (600 images) and Table 1 means
     "paper_cnn": {"accuracy": 0.9967, "sensitivity": 1.0, "specificity": 0.9934, "auc": 0.9994, "cv_mean": 0.9766},
     "transfer": {"accuracy": 0.98, "sensitivity": 0.9832, "specificity": 0.9769, "auc": 0.9951, "cv_mean": 0.9776},
 }
+PAPER_TABLE1 = {"paper_cnn": [0.9794, 0.9734, 0.9770], "transfer": [0.9826, 0.9778, 0.9725]}  # fold accuracies
 LABELS = {"paper_cnn": "from-scratch CNN (paper)", "compact_cnn": "compact CNN", "transfer": "transfer"}
 
 
@@ -119,14 +120,32 @@ def _gradcam_examples(records: dict, ds, report_dir: Path) -> list[str]:
     return lines
 
 
+def paper_exact_rows(results: dict) -> list[str]:
+    """The paper-exact CNN scored on the same test images, when such a run is in the registry."""
+    rows = []
+    for summary in runs.list_runs():
+        if summary.get("model") != "paper_cnn" or summary.get("split") not in results:
+            continue
+        rec = runs.load_run(summary["dir"])
+        same = next(iter(results[rec["config"]["split"]].values()))["test"]["idx"] == rec["test"]["idx"]
+        if same:
+            m = rec["test"]["metrics"]
+            rows.append(f"| {LABELS['paper_cnn']}, exact (240 px, 54M parameters; `{rec['id']}`, {rec['mode']}) | "
+                        f"ours, {rec['config']['split']}, same test images | {_pct(m['accuracy'])} | {_pct(m['sensitivity'])} | "
+                        f"{_pct(m['specificity'])} | {_pct(m['auc'])} | n/a |")
+    return rows
+
+
 def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: dict) -> Path:
     hw = next(iter(next(iter(results.values())).values()))["hardware"]
+    train_min = sum(r["wall_time_s"] for d in results.values() for r in d.values()) / 60
     md = ["# Reproduction of Jardim et al. on Br35H", "",
           f"Command: `python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models "
           f"{' '.join(args.models)} --splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} "
           f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}`  ",
           f"Machine: {hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
-          f"devices {hw.get('devices')}; total wall time {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",
+          f"devices {hw.get('devices')}; training time of the runs {train_min:.1f} min (each run's below; runs "
+          f"already in the registry are reused), this command {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",
           f"Data: {len(ds)} images ({int(ds.labels.sum())} tumour). Near-duplicates (dHash distance <= 10): "
           f"{audit['near_pairs']} pairs, {audit['groups']} groups. The paper's random split puts "
           f"{audit['random_leak']} of {audit['test']} test images next to a near-duplicate in training "
@@ -135,9 +154,10 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
           "## The paper's numbers beside ours (test set, threshold 0.5)", "",
           "| model | split | accuracy | sensitivity | specificity | AUC | CV mean accuracy |", "|---|---|---|---|---|---|---|"]
     for model in args.models:
-        if model in PAPER:
-            p = PAPER[model]
-            md.append(f"| {LABELS.get(model, model)} | paper (as published) | {_pct(p['accuracy'])} | "
+        if PAPER.get(model, PAPER.get("paper_cnn") if model == "compact_cnn" else None):
+            p = PAPER.get(model) or PAPER["paper_cnn"]
+            name = LABELS.get(model, model) if model in PAPER else LABELS["paper_cnn"]
+            md.append(f"| {name} | paper (as published) | {_pct(p['accuracy'])} | "
                       f"{_pct(p['sensitivity'])} | {_pct(p['specificity'])} | {_pct(p['auc'])} | {_pct(p['cv_mean'])} |")
         for split in args.splits:
             r = results[split][model]
@@ -146,6 +166,7 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
             tag = "random (leaky)" if split == "random" else "group (leak-free)"
             md.append(f"| {LABELS.get(model, model)} | ours, {tag} | {_pct(m['accuracy'])} | {_pct(m['sensitivity'])} | "
                       f"{_pct(m['specificity'])} | {_pct(m['auc'])} | {_pct(cv)} |")
+    md += paper_exact_rows(results)
     for split in args.splits:
         tag = "random split (the paper's; leaky)" if split == "random" else "group-aware split (leak-free)"
         md += ["", f"## {tag}", ""]
@@ -154,8 +175,8 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
             table = metrics.fold_table([f["metrics"] for f in r["folds"]])
             md += [f"### {LABELS.get(model, model)}: Table 1 (validation, per fold)", "",
                    "| | accuracy | sensitivity | specificity |", "|---|---|---|---|"]
-            for name, row in table.iterrows():
-                fmt = (lambda v: f"{100 * v:.3f}%") if name == "Variance" else _pct
+            for name, row in table.iterrows():  # variance in %², as the paper's Table 1 gives it
+                fmt = (lambda v: f"{1e4 * v:.3f} %²") if name == "Variance" else _pct
                 md.append(f"| {name} | " + " | ".join(fmt(row[k]) for k in ("accuracy", "sensitivity", "specificity")) + " |")
             ci = metrics.metrics_with_ci(r["test"]["y"], r["test"]["prob"])
             md += ["", f"Test ({r['test']['metrics']['n']} images), 95% CI: accuracy {_ci(ci['accuracy'])}, "
@@ -172,11 +193,15 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
             md += ["", f"Comparison of {LABELS.get(args.models[0])} and {LABELS.get(args.models[1])}:", "",
                    f"- paired t-test on fold accuracies (the paper's): T = {s['paired_t']['t']:.4f}, p = {s['paired_t']['p']:.4f}",
                    f"- Nadeau-Bengio corrected resampled t-test: T = {s['corrected_t']['t']:.4f}, p = {s['corrected_t']['p']:.4f}. "
-                   + stats.interpret(s["corrected_t"]["p"]),
+                   + stats.interpret(s["corrected_t"]["p"], diff=s["corrected_t"]["mean_diff"],
+                                     names=tuple(LABELS.get(m, m) for m in args.models)),
                    f"- McNemar on test decisions: statistic {s['mcnemar']['statistic']:.3f}, p = {s['mcnemar']['p']:.4f} "
                    f"(b = {s['mcnemar']['b']}, c = {s['mcnemar']['c']})",
                    f"- DeLong on test AUCs: {s['delong']['auc_a']:.4f} vs {s['delong']['auc_b']:.4f}, z = {s['delong']['z']:.3f}, "
                    f"p = {s['delong']['p']:.4f}"]
+    t = stats.paired_ttest(PAPER_TABLE1["paper_cnn"], PAPER_TABLE1["transfer"])
+    md += ["", f"The paper reports T = 0.3977 (p > 0.05) for its two models; the paired t-test on its own Table 1 "
+           f"fold accuracies gives T = {t['t']:.4f}, p = {t['p']:.4f} (same conclusion, another statistic)."]
     if "group" in results:
         md += ["", "## Grad-CAM (group split, test images)", ""] + _gradcam_examples(results["group"], ds, report_dir)
     path = report_dir / "reproduction.md"

@@ -195,10 +195,10 @@ def test_only_fold_children_and_their_merge_reproduce_the_sequential_cv(tmp_path
     seq = json.loads((seq_dir / "run.json").read_text())
     cfg = training.TrainConfig(model="compact_cnn", epochs=1, batch_size=8, folds=2, split="random", image_size=48,
                                lr=1e-3)
-    model, merged = training.run_protocol(cfg, data.load_folder(folder, size=48), "cv", fold_records=children)
+    model, merged = training.run_protocol(cfg, data.load_folder(folder), "cv", fold_records=children)
     assert merged["oof"]["idx"] == seq["oof"]["idx"] and merged["oof"]["fold"] == seq["oof"]["fold"]
     np.testing.assert_allclose(merged["oof"]["prob"], seq["oof"]["prob"], atol=1e-5)
     assert merged["test"]["idx"] == seq["test"]["idx"] and model is not None
     np.testing.assert_allclose(merged["test"]["prob"], seq["test"]["prob"], atol=1e-5)
     with pytest.raises(ConfigError):
-        training.run_protocol(cfg, data.load_folder(folder, size=48), "train", only_fold=1)
+        training.run_protocol(cfg, data.load_folder(folder), "train", only_fold=1)
