@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -146,3 +147,10 @@ def pick_runs(need: str, empty_message: str) -> tuple[dict[str, dict], list[str]
     if not chosen:
         st.info("Choose one or more runs.")
     return by_label, chosen
+
+
+@st.cache_resource
+def scoring_slots() -> threading.BoundedSemaphore:
+    """At most ``BT_SCORING_SLOTS`` (default 2) batches are scored at once across all sessions, so memory
+    stays bounded when many visitors upload together; the others wait their turn behind the spinner."""
+    return threading.BoundedSemaphore(max(1, int(os.environ.get("BT_SCORING_SLOTS", "2"))))

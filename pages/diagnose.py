@@ -20,7 +20,7 @@ from PIL import Image
 
 from bt_core import images, overlay
 from bt_core.errors import BTError
-from pages.common import KIND_NAMES, disclaimer, load_predictor, shipped_runs
+from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp", "dcm"]
@@ -221,7 +221,7 @@ def main() -> None:
         st.caption("Upload axial brain MRI slices, or pick an example. Files are kept in memory for this "
                    "session only and never written to disk.")
         return
-    with st.spinner("Scoring and explaining..."):
+    with st.spinner("Scoring and explaining..."), scoring_slots():
         results, errors = process_uploads(files, predictors, thresholds, method)
     if errors:
         st.error("Some files could not be checked:\n\n" + "\n".join(f"- {_md(msg)}" for _, msg in errors))
