@@ -115,6 +115,9 @@ def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds
                 res["answers"][kind] = dataclasses.replace(ans, name=res["name"], threshold=thr,
                                                            tumour=bool(ans.prob >= thr), notes=res["notes"])
                 res["heatmaps"][kind] = heat
+    for res in results:  # "unlike the training data" is about the image: one model's flag holds for all
+        if any(a.ood for a in res["answers"].values()):
+            res["answers"] = {k: dataclasses.replace(a, ood=True) for k, a in res["answers"].items()}
     return results, errors
 
 
