@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,18 +215,10 @@ class Server:
             self._stop.wait(SAMPLE_S)
 
     def wait_healthy(self, deadline: float) -> None:
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with status {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if remaining(deadline) <= 0:
-                raise RuntimeError(f"streamlit did not answer /_stcore/health in time:\n{self.log_tail()}")
-            time.sleep(0.25)
+        sys.path[:0] = [str(REPO), str(REPO / "tests")]
+        from app_fixtures import wait_healthy
+
+        wait_healthy(self.url, self.proc, deadline, self.log_tail)
 
     def log_tail(self, n: int = 2000) -> str:
         try:

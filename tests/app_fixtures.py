@@ -9,6 +9,8 @@ gets an operating threshold of 0.4 so the app's default threshold can be checked
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 from pathlib import Path
 
 from bt_core import data, runs, training
@@ -37,3 +39,22 @@ def build_registry(root: Path, work: Path) -> Path:
         runs.save_run(record, model, root, run_id=run_id)
     (root / "shipped.json").write_text(json.dumps({"cnn": CNN_ID, "transfer": TRANSFER_ID}))
     return root
+
+
+def wait_healthy(url: str, proc, deadline: float, log_tail) -> None:
+    """Block until ``streamlit run`` (``proc``) answers ``/_stcore/health`` at ``url``.
+
+    RuntimeError, with ``log_tail()``, if the server exits or the ``time.monotonic()`` deadline passes.
+    Shared by the browser test and bench/load.py."""
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {proc.returncode}:\n{log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"streamlit did not answer /_stcore/health in time:\n{log_tail()}")
+        time.sleep(0.25)

@@ -18,14 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app_fixtures import build_registry
+from app_fixtures import build_registry, wait_healthy
 from bt_core.inference import DISCLAIMER
 from conftest import blob_image
 
@@ -81,19 +80,10 @@ def server(chromium_path, tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with status {proc.returncode}:\n{_log_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /_stcore/health in {START_TIMEOUT} s:\n{_log_tail(log)}")
-            time.sleep(0.25)
+        try:
+            wait_healthy(url, proc, time.monotonic() + START_TIMEOUT, lambda: _log_tail(log))
+        except RuntimeError as err:
+            pytest.fail(str(err))
         yield url
     finally:
         proc.terminate()
