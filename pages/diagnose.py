@@ -93,7 +93,8 @@ def model_outputs(predictor, kind: str, loaded, method: str) -> tuple[dict, str 
     return {d: memo[(d, run, method)] for d, _ in loaded if (d, run, method) in memo}, error
 
 
-def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds: dict, method: str = "gradcam"):
+def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds: dict, method: str = "gradcam",
+                    progress=None):
     """Decode and score a batch -> (results, errors).
 
     ``results``: one dict per readable image: ``name``, ``pixels`` (uint8), ``notes`` and, per model
@@ -101,10 +102,14 @@ def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds
     ``heatmaps[kind]``. ``errors``: ``(file name, message)`` per unreadable file and
     ``(None, message)`` per model that failed.
     """
+    steps = 1 + len(predictors)
+    report = progress or (lambda done, text: None)
+    report(0.0, f"Reading {len(files)} file(s)...")
     loaded, errors = decode_all(files)
     results = [{"name": img.name, "pixels": img.pixels, "notes": list(img.notes), "answers": {}, "heatmaps": {}}
                for _, img in loaded]
-    for kind, predictor in predictors.items():
+    for step, (kind, predictor) in enumerate(predictors.items(), start=1):
+        report(step / steps, f"{KIND_NAMES.get(kind, kind)}: scoring and explaining {len(loaded)} image(s)...")
         outputs, error = model_outputs(predictor, kind, loaded, method)
         if error:
             errors.append((None, error))
@@ -224,8 +229,11 @@ def main() -> None:
         st.caption("Upload axial brain MRI slices, or pick an example. Files are kept in memory for this "
                    "session only and never written to disk.")
         return
-    with st.spinner("Scoring and explaining..."), scoring_slots():
-        results, errors = process_uploads(files, predictors, thresholds, method)
+    bar = st.progress(0.0, text="Waiting for a free scoring slot...")
+    with scoring_slots():
+        results, errors = process_uploads(files, predictors, thresholds, method,
+                                          progress=lambda done, text: bar.progress(done, text=text))
+    bar.empty()
     if errors:
         st.error("Some files could not be checked:\n\n" + "\n".join(f"- {_md(msg)}" for _, msg in errors))
     if not results:
