@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -102,7 +103,7 @@ def cmd_train(args, mode: str) -> int:
         folder = runs.save_run(record, None, args.out)
         print(f"saved fold {args.only_fold} of {cfg.folds} in {folder}")
         return 0
-    record["command"] = "python -m bt_core " + " ".join(sys.argv[1:] if argv_is_cli() else [mode, "..."])
+    record["command"] = "python -m bt_core " + shlex.join(args.argv)
     if args.label:
         record["label"] = args.label
     folder = runs.save_run(record, model, args.out)
@@ -111,10 +112,6 @@ def cmd_train(args, mode: str) -> int:
     print(f"saved {folder}\ntest: accuracy {m['accuracy']:.4f} sensitivity {m['sensitivity']:.4f} "
           f"specificity {m['specificity']:.4f} auc {m['auc']:.4f} (n={m['n']})")
     return 0
-
-
-def argv_is_cli() -> bool:
-    return len(sys.argv) > 1 and sys.argv[1] in ("train", "cv")
 
 
 def default_run(kind: str = "transfer") -> str:
@@ -271,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import signal
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in the run, so its command can be rerun
     # a cancelled job unwinds normally, so atomic writes remove their temporary files
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

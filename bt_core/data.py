@@ -119,25 +119,39 @@ def load_folder(
     if not arrays:
         raise DataError(f"none of the {len(paths)} files in {root} could be decoded")
     ds = Dataset(np.stack(arrays), np.asarray(kept_labels, np.int64), kept, str(root), tuple(classes), skipped, key)
-    _atomic_savez(cache_file, images=ds.images, labels=ds.labels, paths=np.asarray(kept),
+    save_cache(cache_file, images=ds.images, labels=ds.labels, paths=np.asarray(kept),
                   skipped=np.asarray(skipped, dtype=str))
     return ds
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
+def save_cache(path: Path, array: np.ndarray | None = None, **arrays) -> None:
+    """Write a cache file atomically (temp file + rename): one array as .npy, or several as .npz.
+
+    Parallel processes may write and read the same file; a read-only or full disk only costs speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.save(fh, array) if array is not None else np.savez(fh, **arrays)
         os.replace(tmp, path)
-    except OSError:  # a read-only or full cache disk only costs speed
+    except OSError:
         pass
 
 
 def resize(pixels: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Resize a greyscale uint8 image to size x size (aspect not kept, as in the paper)."""
     return images.to_model_input(pixels, size=size, channels=1)[..., 0].round().clip(0, 255).astype(np.uint8)
+
+
+def at_size(images_u8: np.ndarray, size: int) -> np.ndarray:
+    """(N, s, s) uint8 images at ``size`` x ``size``; the same array when they already are.
+
+    Every path (training, calibration, inference) decodes at :data:`DEFAULT_SIZE` first and then
+    comes here, so a model sees the same pixels whichever path fed it."""
+    images_u8 = np.asarray(images_u8)
+    if images_u8.shape[1:3] == (size, size):
+        return images_u8
+    return np.stack([resize(im, size) for im in images_u8])
 
 
 def normalize(batch_u8: np.ndarray, preprocess: str = "none") -> np.ndarray:

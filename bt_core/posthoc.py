@@ -45,8 +45,7 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
                                "test": metrics.binary_metrics(test_y, test_cal, threshold)}}
 
     ds = data.load_folder(data_root or record["data"]["root"], data.DEFAULT_SIZE, record["data"]["classes"])
-    if cfg.image_size != data.DEFAULT_SIZE:  # as run_protocol does
-        ds.images = np.stack([data.resize(im, cfg.image_size) for im in ds.images])
+    ds.images = data.at_size(ds.images, cfg.image_size)  # as run_protocol does
     if ds.fingerprint != record["data"].get("fingerprint"):
         raise ConfigError("the data folder differs from the one this run was trained on")
     progress("computing features for the out-of-distribution check")
@@ -59,7 +58,7 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
     folds = [(np.array([pos[i] for i in f["train_idx"]]), np.array([pos[i] for i in f["val_idx"]]))
              for f in record["folds"]]
     q = 1 - (1 - ood_quantile) / 2  # two detectors, each with half the false-flag budget
-    stats = ood.image_statistics(np.stack([data.resize(im, cfg.image_size) for im in ds.images]))
+    stats = ood.image_statistics(ds.images)
     dets = {}
     for name, f in (("features", feats), ("image_stats", stats)):
         thr, _ = ood.held_out_threshold(f[train_idx], labels[train_idx], folds, q)

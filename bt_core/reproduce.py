@@ -111,7 +111,7 @@ def _gradcam_examples(records: dict, ds, report_dir: Path) -> list[str]:
         for n in names:
             cfg = training.TrainConfig.from_dict(records[n]["config"])
             model = runs.load_model(records[n]["dir"])
-            small = data.resize(img, cfg.image_size)[None]
+            small = data.at_size(img[None], cfg.image_size)
             heat = gradcam.explain(model, data.as_batch(small, cfg.channels, cfg.preprocess))[0]
             overlays[f"{LABELS.get(n, n)} p={records[n]['test']['prob'][j]:.3f}"] = overlay.overlay(img, heat)
         what = "tumour" if label else "no tumour"

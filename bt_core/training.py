@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 import time
 from typing import Callable
 
@@ -110,14 +109,7 @@ def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Prog
     extractor, _ = models.split_at(build_model(cfg), cfg.feature_cut)
     feats = np.asarray(extractor.predict(x, batch_size=cfg.batch_size, verbose=0), np.float32)
     if fingerprint and cfg.backbone_weights == "default":
-        try:  # atomic: parallel fold processes may write and read the same cache file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, feats)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        data_mod.save_cache(path, feats)
     return feats
 
 
@@ -178,10 +170,7 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     y = ds.labels
     groups = groups_for(ds, cfg)
     train_idx, test_idx = splits.holdout(y, cfg.split, groups, cfg.test_size, cfg.seed)
-    images = ds.images
-    if images.shape[1] != cfg.image_size:  # a data set decoded at another size
-        images = np.stack([data_mod.resize(im, cfg.image_size) for im in images])
-    x_all = data_mod.as_batch(images, cfg.channels, cfg.preprocess)
+    x_all = data_mod.as_batch(data_mod.at_size(ds.images, cfg.image_size), cfg.channels, cfg.preprocess)
     record = {"mode": mode, "config": cfg.to_dict(),
               "data": {"root": ds.root, "classes": list(ds.classes), "n": len(y), "fingerprint": ds.fingerprint,
                        "paths": ds.paths, "labels": y.tolist(), "skipped": ds.skipped},

@@ -135,3 +135,6 @@ def test_the_group_split_does_not_depend_on_the_models_input_size(tmp_path, caps
     assert recs[0]["split"]["test_idx"] == recs[1]["split"]["test_idx"]
     assert recs[0]["split"]["groups"] == recs[1]["split"]["groups"]
     assert sizes == [data.DEFAULT_SIZE, data.DEFAULT_SIZE]
+    by_size = {r["config"]["image_size"]: r for r in recs}
+    assert by_size[64]["command"] == (f"python -m bt_core train --data {folder} --model compact_cnn --image-size 64 "
+                                      f"--epochs 1 --out {tmp_path / 'runs'} --label 64")  # the run says how to redo it
