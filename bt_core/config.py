@@ -15,6 +15,7 @@ MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer")
 BACKBONES = ("efficientnet_lite0", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
 PREPROCESS_CHOICES = ("none", "percentile")
+POOLING_CHOICES = ("avg", "multiscale")
 DEFAULT_MAX_DISTANCE = 10
 
 
@@ -39,6 +40,8 @@ class TrainConfig:
     dropout: float = 0.5
     dense_units: int = 500
     head_pool: int = 0
+    pooling: str = "avg"  # transfer: "avg" (last map) or "multiscale" (maps of several depths)
+    mirror: bool = False  # transfer: average the feature map of the image and of its mirror image
     fine_tune_layers: int = 0
     fine_tune_from: str = ""
     cache_features: bool = True
@@ -60,6 +63,10 @@ class TrainConfig:
             (self.channels in (1, 3), "channels must be 1 or 3"),
             (self.preprocess in PREPROCESS_CHOICES, f"preprocess must be one of {PREPROCESS_CHOICES}"),
             (0 <= self.dropout < 1, "dropout must lie in [0, 1)"),
+            (self.pooling in POOLING_CHOICES, f"pooling must be one of {POOLING_CHOICES}"),
+            (isinstance(self.mirror, bool), "mirror must be true or false"),
+            (not self.fine_tune_from or (self.pooling == "avg" and not self.mirror),
+             "fine_tune_from works only with pooling avg and no mirror"),
             (self.fine_tune_layers >= 0, "fine_tune_layers must be >= 0"),
             (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
         ]

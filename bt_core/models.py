@@ -7,7 +7,12 @@
 - :func:`transfer` puts a frozen ImageNet backbone under the same head: ResNet50V2 by default, as
   in the paper, from ``keras.applications`` with ``weights="imagenet"`` (downloads when online), or
   EfficientNet-Lite0 whose converted ImageNet weights ship with the repository (works offline).
-  The backbone is nested as one layer named ``"backbone"`` that outputs its last feature map.
+  The backbone is nested as one layer named ``"backbone"`` that outputs one 4-D feature map.
+  ``pooling="multiscale"`` makes that map the channel-wise concatenation of maps from several
+  depths (:data:`MULTISCALE_LAYERS`, each average-pooled to the last map's size), then
+  standardises the pooled vector (``Normalization`` named ``"feature_norm"``, adapted on the
+  training features). ``mirror=True`` averages the map of the image with the mirrored map of its
+  left-right mirror image, so the answer cannot depend on which hemisphere a lesion is in.
 
 Every model takes float32 (N, 240, 240, C) in [0, 255] and rescales inside; grey input is
 repeated to RGB inside the transfer model. Every model ends ``Dense(1, name="logit")`` then
@@ -46,6 +51,42 @@ def augmentation(seed: int = 42) -> list:
         layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed, name="aug_zoom"),
         layers.RandomContrast(0.2, value_range=(0, 255), seed=seed, name="aug_contrast"),
     ]
+
+
+MULTISCALE_LAYERS = {  # shallow to deep; the last one is the backbone's own output
+    "efficientnet_lite0": ("block02_add", "block04_add", "block07_add", "block10_add", "block14_add",
+                           "block15_project_bn", "top_relu"),
+    "resnet50v2": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "post_relu"),
+}
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+class MirrorWidth(layers.Layer):
+    """Left-right mirror of a (N, H, W, C) batch."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=2)
+
+
+def multiscale(core: keras.Model, names, name: str = "multiscale") -> keras.Model:
+    """One 4-D map: the maps of the layers ``names`` of ``core``, each average-pooled to the size
+    of ``core``'s output, concatenated along channels (a linear chain for Grad-CAM)."""
+    size = core.output.shape[1]
+    maps = []
+    for layer_name in names:
+        t = core.get_layer(layer_name).output
+        k = -(-t.shape[1] // size)
+        if k > 1:
+            t = layers.AveragePooling2D(k, padding="same", name=f"ms_pool_{layer_name}")(t)
+        maps.append(t)
+    return keras.Model(core.input, layers.Concatenate(name="ms_concat")(maps), name=name)
+
+
+def mirrored(core: keras.Model, name: str = "backbone") -> keras.Model:
+    """``(core(x) + mirror(core(mirror(x)))) / 2``: test-time flip averaging built into the backbone."""
+    inp = keras.Input(core.input.shape[1:], name="mirror_in")
+    back = MirrorWidth(name="unmirror")(core(MirrorWidth(name="mirror")(inp)))
+    return keras.Model(inp, layers.Average(name="mirror_mean")([core(inp), back]), name=name)
 
 
 def _head(x, dense_units: int, dropout: float):
@@ -101,8 +142,10 @@ def backbone_model(name: str = "efficientnet_lite0", weights="default", input_sh
 
 def transfer(backbone: str = "efficientnet_lite0", weights="default", input_shape=DEFAULT_INPUT,
              dense_units: int = 500, dropout: float = 0.5, pooling: str = "avg", fine_tune_layers: int = 0,
-             fine_tune_from: str = "", augment: bool = False, seed: int = 42, name: str | None = None) -> keras.Model:
-    """Frozen pretrained backbone + the paper's head (``pooling="flatten"`` for the paper's exact head).
+             fine_tune_from: str = "", augment: bool = False, seed: int = 42, name: str | None = None,
+             mirror: bool = False) -> keras.Model:
+    """Frozen pretrained backbone + the paper's head (``pooling="flatten"`` for the paper's exact head,
+    ``"multiscale"`` for pooled maps of several depths, standardised).
 
     Fine-tuning: ``fine_tune_layers=N`` unfreezes the top N weighted backbone layers, or
     ``fine_tune_from="block10_add"`` every layer after the named one (BatchNorm stays frozen).
@@ -113,6 +156,11 @@ def transfer(backbone: str = "efficientnet_lite0", weights="default", input_shap
         set_trainable_after(base, fine_tune_from)
     else:
         set_trainable_top(base, fine_tune_layers)
+    if pooling == "multiscale":
+        base = multiscale(keras.Model(base.input, base.output, name="core"), MULTISCALE_LAYERS[backbone],
+                          name="backbone" if not mirror else "multiscale")
+    if mirror:
+        base = mirrored(base if pooling == "multiscale" else keras.Model(base.input, base.output, name="core"))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for layer in augmentation(seed) if augment else []:
@@ -120,12 +168,14 @@ def transfer(backbone: str = "efficientnet_lite0", weights="default", input_shap
     x = GreyToRGB(name="grey_to_rgb")(x)
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)  # both backbones expect [-1, 1]
     x = base(x)
-    if pooling == "avg":
+    if pooling in ("avg", "multiscale"):
         x = layers.GlobalAveragePooling2D(name="pool")(x)
+        if pooling == "multiscale":
+            x = layers.Normalization(name="feature_norm")(x)
     elif pooling == "flatten":
         x = layers.Flatten(name="pool")(x)
     else:
-        raise ConfigError(f"unknown pooling {pooling!r}; choose avg or flatten")
+        raise ConfigError(f"unknown pooling {pooling!r}; choose avg, multiscale or flatten")
     return keras.Model(inputs, _head(x, dense_units, dropout), name=name or f"transfer_{backbone}")
 
 

@@ -47,6 +47,18 @@ def write_json_atomic(path: Path, obj) -> None:
         raise
 
 
+def save_model_file(model, path) -> Path:
+    """Save ``model`` without optimizer state (a third of the size): an uncompiled copy with the
+    same weights. (``keras.models.clone_model`` would compile the copy, and building its optimizer
+    writes Adam's two moment arrays of every trainable weight into the file.)"""
+    if getattr(model, "optimizer", None) is not None:
+        bare = type(model).from_config(model.get_config())
+        bare.set_weights(model.get_weights())
+        model = bare
+    model.save(path)
+    return Path(path)
+
+
 def save_run(record: dict, model=None, root: str | os.PathLike | None = None, run_id: str | None = None) -> Path:
     """Write a complete run atomically -> its folder. ``model`` is a keras Model or None."""
     root = Path(root) if root else default_root()
@@ -66,12 +78,7 @@ def save_run(record: dict, model=None, root: str | os.PathLike | None = None, ru
     try:
         record = {**record, "id": run_id, "status": "finished", "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if model is not None:
-            if getattr(model, "optimizer", None) is not None:  # ship weights only: a third of the size
-                import keras
-                bare = keras.models.clone_model(model)
-                bare.set_weights(model.get_weights())
-                model = bare
-            model.save(tmp / MODEL_FILE)
+            save_model_file(model, tmp / MODEL_FILE)
             record["model_file"] = MODEL_FILE
         write_json_atomic(tmp / RUN_FILE, record)
         tmp.chmod(0o755)

@@ -34,7 +34,7 @@ def build_model(cfg: TrainConfig) -> keras.Model:
         kw["head_pool"] = cfg.head_pool
     if cfg.model == "transfer":
         kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers,
-                  fine_tune_from=cfg.fine_tune_from)
+                  fine_tune_from=cfg.fine_tune_from, pooling=cfg.pooling, mirror=cfg.mirror)
     return models.compile_model(models.build(cfg.model, shape, **kw), cfg.lr)
 
 
@@ -80,19 +80,36 @@ def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features
     val = (x_val, y_val) if x_val is not None else None
     if cfg.uses_feature_cache:
         extractor, head = models.split_at(model, cfg.feature_cut)
-        models.compile_model(head, cfg.lr)
         if features is None:
             if progress:
                 progress({"event": "features", "stage": stage, "n": len(y_train) + (len(y_val) if val else 0)})
             features = (extractor.predict(x_train, batch_size=cfg.batch_size, verbose=0),
                         extractor.predict(x_val, batch_size=cfg.batch_size, verbose=0) if val else None)
+        _adapt_feature_norm(model, features[0])
+        models.compile_model(head, cfg.lr)
         val = (features[1], y_val) if val else None
         hist = head.fit(features[0], y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         shuffle=True, callbacks=callbacks, verbose=verbose)
     else:
+        if _feature_norm(model) is not None:
+            _adapt_feature_norm(model, models.split_at_features(model)[0].predict(x_train, batch_size=cfg.batch_size,
+                                                                                   verbose=0))
+            models.compile_model(model, cfg.lr)
         hist = model.fit(x_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                          shuffle=True, callbacks=callbacks, verbose=verbose)
     return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def _feature_norm(model: keras.Model):
+    names = [layer.name for layer in model.layers]
+    return model.get_layer("feature_norm") if "feature_norm" in names else None
+
+
+def _adapt_feature_norm(model: keras.Model, features) -> None:
+    """Fit the "feature_norm" layer (multiscale pooling) to the training features' mean and variance."""
+    norm = _feature_norm(model)
+    if norm is not None:
+        norm.adapt(np.asarray(features, np.float32))
 
 
 def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Progress | None = None) -> np.ndarray:
@@ -100,7 +117,8 @@ def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Prog
     from .data import default_cache_dir
 
     key = (f"feat-{fingerprint}-{cfg.backbone}-{cfg.backbone_weights}-{cfg.feature_cut}-{cfg.image_size}"
-           f"-{cfg.channels}-{cfg.preprocess}")
+           f"-{cfg.channels}-{cfg.preprocess}" + ("" if cfg.pooling == "avg" else f"-{cfg.pooling}")
+           + ("-mirror" if cfg.mirror else ""))
     path = default_cache_dir() / f"{key}.npy"
     if fingerprint and cfg.backbone_weights == "default" and path.is_file():
         return np.load(path)

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -46,3 +47,40 @@ def test_unknown_names_are_config_errors():
         models.build("vgg")
     with pytest.raises(ConfigError):
         models.backbone_model("nope", weights=None)
+
+
+def _multiscale_mirror(seed=3):
+    return models.transfer("efficientnet_lite0", weights=None, input_shape=(64, 64, 1), pooling="multiscale",
+                           mirror=True, seed=seed)
+
+
+def test_multiscale_backbone_is_one_map_of_every_depth_and_mirror_makes_it_flip_invariant(tmp_path):
+    model = _multiscale_mirror()
+    bb = model.get_layer("backbone")
+    assert tuple(bb.output.shape[1:]) == (2, 2, 24 + 40 + 80 + 112 + 192 + 320 + 1280)
+    assert not bb.trainable_weights and model.get_layer("feature_norm") is not None
+    x = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 1)).astype(np.float32)
+    mirror = x[:, :, ::-1].copy()
+    p = model.predict(x, verbose=0)
+    feats = models.split_at_features(model)[0]
+    a, b = feats.predict(x, verbose=0), feats.predict(mirror, verbose=0)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())
+    plain = models.split_at_features(models.transfer("efficientnet_lite0", weights=None, input_shape=(64, 64, 1),
+                                                     pooling="multiscale", seed=3))[0]
+    c, d = plain.predict(x, verbose=0), plain.predict(mirror, verbose=0)
+    assert np.abs(c - d).max() > 1e-3 * np.abs(c).max()  # without mirror, a mirror image has other features
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), p, atol=1e-6)
+    feats, head = models.split_at(again, "pool")
+    assert feats.output.shape[-1] == 2048 and "feature_norm" in [lay.name for lay in head.layers]
+
+
+def test_multiscale_options_are_validated():
+    from bt_core.config import TrainConfig
+    with pytest.raises(ConfigError, match="pooling"):
+        TrainConfig(model="transfer", pooling="max").validate()
+    with pytest.raises(ConfigError, match="fine_tune_from"):
+        TrainConfig(model="transfer", pooling="multiscale", fine_tune_from="block14_add").validate()
+    with pytest.raises(ConfigError, match="pooling"):
+        models.transfer("efficientnet_lite0", weights=None, input_shape=(64, 64, 1), pooling="max")

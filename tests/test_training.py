@@ -84,3 +84,31 @@ def test_registry_is_atomic_and_reports_broken_models(tmp_path, monkeypatch):
     with pytest.raises(ModelError):
         runs.resolve("../../etc", root)
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+
+
+def test_multiscale_head_standardises_features_fitted_on_the_training_set():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
+    y = (np.arange(16) % 2).astype(np.float32)
+    cfg = training.TrainConfig(model="transfer", backbone_weights=None, image_size=48, epochs=1, batch_size=8,
+                               pooling="multiscale", mirror=True)
+    model, _ = training.fit(cfg, x, y)
+    feats = models.split_at_features(model)[0].predict(x, verbose=0)
+    norm = model.get_layer("feature_norm")
+    np.testing.assert_allclose(np.asarray(norm.mean).reshape(-1), feats.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(norm(feats)).mean(0), 0, atol=1e-3)
+
+
+def test_saved_runs_hold_weights_but_no_optimizer_state(tmp_path):
+    import io
+    import zipfile
+
+    import h5py
+
+    cfg = training.TrainConfig(model="compact_cnn", image_size=48, epochs=1, batch_size=4)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)).astype(np.float32)
+    model, _ = training.fit(cfg, x, (np.arange(8) % 2).astype(np.float32))
+    folder = runs.save_run({"config": cfg.to_dict(), "mode": "train"}, model, tmp_path, run_id="r")
+    with zipfile.ZipFile(folder / runs.MODEL_FILE) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h:
+        assert "optimizer" not in h or not list(h["optimizer"].get("vars", {}))
+    np.testing.assert_allclose(runs.load_model(folder).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

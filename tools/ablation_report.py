@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bt_core import runs, stats
+from bt_core.config import TrainConfig
 
-SHOWN = ("model", "image_size", "head_pool", "lr", "preprocess", "augment", "fine_tune_from", "epochs")
+SHOWN = ("model", "image_size", "head_pool", "lr", "preprocess", "pooling", "mirror", "augment", "fine_tune_from", "epochs")
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
           "| run | " + " | ".join(SHOWN) + " | CV accuracy per fold | CV mean | paired t vs first (p) | test accuracy | test AUC | train time |",
           "|---" * (len(SHOWN) + 7) + "|"]
     for rec in recs:
-        cfg = rec["config"]
+        cfg = TrainConfig.from_dict(rec["config"]).to_dict()  # older records: defaults filled in
         acc = [f["metrics"]["accuracy"] for f in rec["folds"]]
         t = stats.paired_ttest(acc, base) if rec is not recs[0] else None
         test = rec["test"]["metrics"]

@@ -42,13 +42,18 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
              f"- model: `{cfg['model']}`" + (f", backbone `{cfg['backbone']}`" if cfg["model"] == "transfer" else "")
              + f", input {cfg['image_size']}x{cfg['image_size']} grey, preprocess `{cfg['preprocess']}`, "
              f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam {cfg['lr']}"
-             + (f", backbone fine-tuned after `{cfg['fine_tune_from']}`" if cfg.get("fine_tune_from") else ""),
+             + (f", backbone fine-tuned after `{cfg['fine_tune_from']}`" if cfg.get("fine_tune_from") else "")
+             + (f", pooling `{cfg.get('pooling', 'avg')}`" if cfg["model"] == "transfer" else "")
+             + (", features averaged over the image and its mirror image" if cfg.get("mirror") else ""),
              f"- split: {cfg['split']} ({'leak-free: near-duplicates never straddle train and test' if cfg['split'] == 'group' else 'random, leaky'}), "
              f"seed {cfg['seed']}, {len(rec['split']['train_idx'])} train / {len(test['idx'])} test images",
              f"- {len(fold_acc)}-fold CV accuracy on the training part: " + ", ".join(pct(a) for a in fold_acc)
              + (f" (mean {pct(np.mean(fold_acc))})" if fold_acc else ""),
              f"- test at threshold 0.5: accuracy {ci(c['accuracy'])}, sensitivity {ci(c['sensitivity'])}, "
              f"specificity {ci(c['specificity'])}, AUC {ci(c['auc'])}"]
+    if op and ood:
+        lines.append(f"- calibrated with `python -m bt_core calibrate {rec['id']} --target-sensitivity "
+                     f"{op['target_sensitivity']:g} --ood-quantile {ood['quantile']:g}`")
     if op:
         t = op["test"]
         lines.append(f"- operating point (threshold {op['threshold']:.4f}, chosen on out-of-fold predictions for "
@@ -101,7 +106,9 @@ def main() -> None:
            + paper_cnn_line(root),
            "- The paper's transfer model uses ResNet50V2, whose ImageNet weights must be downloaded; the shipped one "
            "uses EfficientNet-Lite0 with converted ImageNet weights that ship in `backbones/`, and global average "
-           "pooling before the paper's Dense(500) head.", "",
+           "pooling before the paper's Dense(500) head; with `pooling multiscale` it pools the maps of seven depths "
+           "(edges and textures as well as the last, most ImageNet-specific map) and standardises them, and with "
+           "`mirror` it averages the feature map of the image and of its left-right mirror image.", "",
            "## Known limits", "",
            "- One source only: Br35H. On another hospital's images (other scanners, sequences, planes) such models "
            "have scored near chance; the out-of-distribution check exists to say so rather than answer.",
