@@ -435,8 +435,8 @@ class Bench:
         def once():
             img = images.load_image(png, name="upload.png")
             for p in pr["preds"]:
-                p.answer([img.pixels], [img.name])
-                overlay.overlay(img.pixels, p.explain([img.pixels])[0])
+                _, heat = p.answer_and_explain([img.pixels], [img.name])  # as the Check slices page does
+                overlay.overlay(img.pixels, heat[0])
 
         log(f"upload: {a.repeats} repeats")
         lat = latency(once, a.repeats, a.warmup)

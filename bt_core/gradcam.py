@@ -194,6 +194,14 @@ def explain_with_prob(model, images, target="tumour", method="gradcam", layer=No
     ``"gradcam"`` or ``"gradcam++"``; ``layer`` (a name or layer) defaults to
     :func:`find_target_layer`.
     """
+    maps, probs, _ = explain_all(model, images, target, method, layer, batch_size=batch_size)
+    return maps, probs
+
+
+def explain_all(model, images, target="tumour", method="gradcam", layer=None, feature_layer=None, batch_size=16):
+    """:func:`explain_with_prob` plus the output of ``feature_layer`` (a layer between the target
+    layer and the logit, e.g. the penultimate features), all from ONE forward pass -> (maps, probs,
+    features or None)."""
     if target not in TARGETS:
         raise ConfigError(f"target must be one of {TARGETS}; got {target!r}")
     if method not in METHODS:
@@ -212,6 +220,12 @@ def explain_with_prob(model, images, target="tumour", method="gradcam", layer=No
     # The layers form a linear chain, so the feature extractor is "apply layers[:t+1]" (this also
     # works for a nested backbone Model, whose own `.output` is not connected to the outer inputs).
     head, to_logit, after = layers[: t + 1], layers[t + 1 : k + 1], layers[k + 1 :]
+    to_features = None
+    if feature_layer is not None:
+        f = names.index(_resolve_layer(model, feature_layer).name)
+        if not t < f <= k:
+            raise ModelError(f"feature layer {names[f]!r} does not lie between {target_layer.name!r} and the logit")
+        to_features = layers[t + 1 : f + 1]
     sign = 1.0 if target == "tumour" else -1.0
     map_fn = gradcam_map if method == "gradcam" else gradcam_pp_map
 
@@ -220,18 +234,20 @@ def explain_with_prob(model, images, target="tumour", method="gradcam", layer=No
     def score_fn(a):
         return sign * keras.ops.reshape(_apply(to_logit, a), (-1,))
 
-    maps, probs = [], []
+    maps, probs, feats = [], [], []
     for start in range(0, len(x), int(batch_size)):
         acts = keras.ops.convert_to_numpy(_apply(head, x[start : start + int(batch_size)]))
         if acts.ndim != 4:
             raise ModelError(f"layer {target_layer.name!r} output is not 4-D (got {acts.shape})")
+        if to_features is not None:
+            feats.append(np.asarray(keras.ops.convert_to_numpy(_apply(to_features, acts)), np.float32))
         score, grads = _gradients(score_fn, acts.astype(np.float32))
         logit = (sign * np.asarray(score, dtype=np.float32)).reshape(-1, 1)
         prob = _apply(after, logit) if after else 1.0 / (1.0 + np.exp(-logit))
         prob = keras.ops.convert_to_numpy(prob)
         probs.append(np.asarray(prob, dtype=np.float32).reshape(-1))
         maps.extend(upsample(map_fn(a, g), x.shape[1:3]) for a, g in zip(acts, grads))
-    return np.stack(maps).astype(np.float32), np.concatenate(probs)
+    return np.stack(maps).astype(np.float32), np.concatenate(probs), np.concatenate(feats) if feats else None
 
 
 def explain(model, images, target="tumour", method="gradcam", layer=None, batch_size=16):

@@ -98,12 +98,15 @@ class Predictor:
         thr = self.threshold if threshold is None else float(threshold)
         resized = self.resized(pixels_list)
         x = data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
-        flags = scores = [None] * len(x)
         if self.ood is None:
-            prob = self.probabilities(x)
-        else:  # score: distance over threshold, the larger of the two; > 1 is flagged
-            raw, feats = self._run(self._prob_and_features, x)
-            prob = self._calibrated(raw)
+            return self._answers(names, thr, resized, self._run(self.model, x), None)
+        raw, feats = self._run(self._prob_and_features, x)
+        return self._answers(names, thr, resized, raw, feats)
+
+    def _answers(self, names, thr, resized, raw, feats) -> list[Answer]:
+        prob = self._calibrated(raw)
+        flags = scores = [None] * len(prob)
+        if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
             scores = self.ood.score(np.asarray(feats, np.float64)) / self.ood.threshold
             if self.ood_stats is not None:
                 from .ood import image_statistics
@@ -112,6 +115,19 @@ class Predictor:
         return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
                        float(s) if s is not None else None)
                 for n, p, f, s in zip(names, prob, flags, scores)]
+
+    def answer_and_explain(self, pixels_list, names=None, threshold: float | None = None, method: str = "gradcam",
+                           target: str = "tumour") -> tuple[list[Answer], np.ndarray]:
+        """:meth:`answer` and :meth:`explain` from one forward pass: the Grad-CAM pass also gives
+        the probability and the out-of-distribution features."""
+        from . import gradcam
+        names = names or [f"image {i + 1}" for i in range(len(pixels_list))]
+        thr = self.threshold if threshold is None else float(threshold)
+        resized = self.resized(pixels_list)
+        x = data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
+        layer = self.record["ood"]["layer"] if self.ood is not None else None
+        maps, raw, feats = gradcam.explain_all(self.model, x, target=target, method=method, feature_layer=layer)
+        return self._answers(names, thr, resized, raw, feats), maps
 
     def explain(self, pixels_list, method: str = "gradcam", target: str = "tumour") -> np.ndarray:
         """Grad-CAM (or Grad-CAM++) maps at the model's input size, (N, size, size) in [0, 1]."""

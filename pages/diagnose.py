@@ -84,8 +84,7 @@ def model_outputs(predictor, kind: str, loaded, method: str) -> tuple[dict, str 
     if todo:
         pixels = [img.pixels for _, img in todo]
         try:
-            answers = predictor.answer(pixels, [img.name for _, img in todo])
-            heatmaps = predictor.explain(pixels, method=method)
+            answers, heatmaps = predictor.answer_and_explain(pixels, [img.name for _, img in todo], method=method)
             for (digest, _), ans, heat in zip(todo, answers, heatmaps):
                 _remember(memo, (digest, run, method), (ans, np.asarray(heat, np.float32)))
         except Exception as err:  # noqa: BLE001 - show it, keep the other model

@@ -92,15 +92,15 @@ def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch()
 
 
 def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
-    real_answer = Predictor.answer
+    real = Predictor.answer_and_explain
 
     def transfer_says_ood(self, *args, **kwargs):
-        answers = real_answer(self, *args, **kwargs)
+        answers, maps = real(self, *args, **kwargs)
         for a in answers:
             a.ood = self.record["id"] == TRANSFER_ID
-        return answers
+        return answers, maps
 
-    monkeypatch.setattr(Predictor, "answer", transfer_says_ood)
+    monkeypatch.setattr(Predictor, "answer_and_explain", transfer_says_ood)
     at = app()
     picker = at.multiselect(key="examples")
     assert "synthetic_lesion_1.png" in picker.options

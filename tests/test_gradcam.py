@@ -285,3 +285,17 @@ def test_to_png_bytes_round_trips():
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
     with pytest.raises(ImageError):
         to_png_bytes(rgb.astype(np.float32))
+
+
+def test_one_pass_gives_maps_probabilities_and_the_features_of_a_later_layer():
+    model = transfer_like()
+    x = random_images(3)
+    pool = next(lay for lay in model.layers if isinstance(lay, layers.GlobalAveragePooling2D))
+    maps, probs, feats = gradcam.explain_all(model, x, feature_layer=pool.name)
+    np.testing.assert_allclose(maps, gradcam.explain(model, x), atol=1e-6)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0).reshape(-1), atol=1e-5)
+    want = keras.Model(model.inputs, pool.output).predict(x, verbose=0)
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    cnn = tiny_cnn()
+    with pytest.raises(ModelError, match="between"):
+        gradcam.explain_all(cnn, x, feature_layer=cnn.layers[1].name)  # the rescaling, before the last conv

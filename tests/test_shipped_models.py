@@ -41,6 +41,11 @@ def test_both_models_answer_and_explain_an_example(predictors):
         assert 0 <= ans.prob <= 1
         heat = pred.explain([img])[0]
         assert heat.shape == (pred.config.image_size,) * 2 and np.isfinite(heat).all()
+        # one pass for answer, out-of-distribution score and heatmap gives the same as three
+        (one,), maps = pred.answer_and_explain([img])
+        assert one.prob == pytest.approx(ans.prob, abs=1e-5) and one.decision == ans.decision
+        assert one.ood_score == pytest.approx(ans.ood_score, rel=1e-4) and one.ood == ans.ood
+        np.testing.assert_allclose(maps[0], heat, atol=1e-5)
 
 
 def test_out_of_distribution_check_flags_every_non_brain_probe(predictors):
