@@ -94,14 +94,18 @@ class Predictor:
         return self._calibrated(self._run(self.model, x))
 
     def answer(self, pixels_list, names=None, threshold: float | None = None) -> list[Answer]:
-        names = names or [f"image {i + 1}" for i in range(len(pixels_list))]
-        thr = self.threshold if threshold is None else float(threshold)
-        resized = self.resized(pixels_list)
-        x = data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
+        names, thr, resized, x = self._prepare(pixels_list, names, threshold)
         if self.ood is None:
             return self._answers(names, thr, resized, self._run(self.model, x), None)
         raw, feats = self._run(self._prob_and_features, x)
         return self._answers(names, thr, resized, raw, feats)
+
+    def _prepare(self, pixels_list, names, threshold):
+        """-> (names, threshold, resized uint8 images, the model's float32 batch)."""
+        names = names or [f"image {i + 1}" for i in range(len(pixels_list))]
+        thr = self.threshold if threshold is None else float(threshold)
+        resized = self.resized(pixels_list)
+        return names, thr, resized, data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
 
     def _answers(self, names, thr, resized, raw, feats) -> list[Answer]:
         prob = self._calibrated(raw)
@@ -121,10 +125,7 @@ class Predictor:
         """:meth:`answer` and :meth:`explain` from one forward pass: the Grad-CAM pass also gives
         the probability and the out-of-distribution features."""
         from . import gradcam
-        names = names or [f"image {i + 1}" for i in range(len(pixels_list))]
-        thr = self.threshold if threshold is None else float(threshold)
-        resized = self.resized(pixels_list)
-        x = data_mod.as_batch(resized, self.config.channels, self.config.preprocess)
+        names, thr, resized, x = self._prepare(pixels_list, names, threshold)
         layer = self.record["ood"]["layer"] if self.ood is not None else None
         maps, raw, feats = gradcam.explain_all(self.model, x, target=target, method=method, feature_layer=layer)
         return self._answers(names, thr, resized, raw, feats), maps
