@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .errors import BTError, ConfigError
 
-SHIPPED = "shipped.json"
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -123,11 +122,11 @@ def default_run(kind: str = "transfer") -> str:
     from . import runs
     from .errors import ModelError
 
-    path = runs.default_root() / SHIPPED
-    try:
-        return str(runs.default_root() / json.loads(path.read_text())[kind])
-    except (OSError, ValueError, KeyError):
-        raise ModelError(f"no shipped {kind} model listed in {path}; pass --model RUN") from None
+    listed = runs.shipped()
+    if kind not in listed:
+        raise ModelError(f"no shipped {kind} model listed in {runs.default_root() / runs.SHIPPED_FILE}; "
+                         "pass --model RUN")
+    return str(listed[kind])
 
 
 def cmd_evaluate(args) -> int:

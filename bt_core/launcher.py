@@ -23,6 +23,7 @@ import threading
 import time
 from collections import namedtuple
 from contextlib import contextmanager, suppress
+import dataclasses
 from dataclasses import asdict, dataclass
 from importlib.metadata import distributions, version
 from pathlib import Path
@@ -30,15 +31,20 @@ from pathlib import Path
 import psutil
 
 from . import runs
-from .config import BACKBONES, MODEL_KINDS, SPLIT_KINDS
+from .config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS
 from .errors import BTError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_PROGRAM = [sys.executable, "-m", "bt_core"]
 CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
-           "augment": (False, True)}
+           "augment": (False, True), "preprocess": PREPROCESS_CHOICES, "pooling": POOLING_CHOICES,
+           "mirror": (False, True)}
 CLASSES, FINAL = ("no", "yes"), ("finished", "failed", "cancelled")
-RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31)}
+RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31),
+          "head_pool": (0, 16)}
+LR_RANGE = (1e-6, 0.1)
+TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
+PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 Job = namedtuple("Job", "id dir pid started argv")  # what start() returns
 
@@ -95,6 +101,11 @@ class JobSpec:
     augment: bool = False
     image_size: int = 240
     seed: int = 42
+    lr: float = 1e-4
+    head_pool: int = 0  # CNN: MaxPool size before Flatten (0: the model's default)
+    preprocess: str = "none"
+    pooling: str = "avg"  # transfer only
+    mirror: bool = False  # transfer only
 
     def validate(self, roots=None) -> "JobSpec":
         """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""
@@ -105,6 +116,13 @@ class JobSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a whole number from {lo} to {hi}, got {v!r}")
+        lo, hi = LR_RANGE
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not lo <= self.lr <= hi:
+            raise ConfigError(f"learning rate must be a number from {lo:g} to {hi:g}, got {self.lr!r}")
+        if self.model != "transfer":
+            changed = [k for k, default in TRANSFER_ONLY.items() if getattr(self, k) != default]
+            if changed:
+                raise ConfigError(f"{' and '.join(changed)} apply to the transfer model only")
         self.data_dir = str(check_data_dir(self.data_dir, roots))
         return self
 
@@ -112,9 +130,31 @@ class JobSpec:
         """The child's argument list, after :meth:`validate` (for Popen; never a shell string)."""
         self.validate(roots)
         opts = {"data": self.data_dir, "model": self.model, "backbone": self.backbone, "split": self.split,
-                **{k: getattr(self, k) for k in RANGES}, "progress-file": progress_file, "out": out}
+                **{k: getattr(self, k) for k in RANGES}, "lr": repr(float(self.lr)), "preprocess": self.preprocess,
+                **({"pooling": self.pooling} if self.model == "transfer" else {}),
+                "progress-file": progress_file, "out": out}
         flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-        return [*CHILD_PROGRAM, self.mode, *flags, *["--augment"] * self.augment]
+        switches = [f"--{k}" for k in ("augment", "mirror") if getattr(self, k)]
+        return [*CHILD_PROGRAM, self.mode, *flags, *switches]
+
+
+def recipes(root=None) -> dict[str, dict]:
+    """Starting points for the training form: name -> JobSpec fields (no data folder, no mode).
+
+    The paper's CNN, then one recipe per shipped run (``shipped.json``) with the settings it was
+    trained with, read from its run.json, so that the app can retrain exactly what it serves.
+    """
+    fields = {f.name for f in dataclasses.fields(JobSpec)} - {"data_dir", "mode"}
+    out = {PAPER_RECIPE: {**{k: v for k, v in asdict(JobSpec()).items() if k in fields}, "model": "paper_cnn"}}
+    for kind, folder in runs.shipped(root).items():
+        try:
+            cfg = runs.load_run(folder).get("config", {})
+        except (BTError, OSError, ValueError):
+            continue  # a missing or broken shipped run has no recipe; the app says so elsewhere
+        spec = JobSpec(**{k: cfg[k] for k in fields if k in cfg})
+        out[f"Same settings as the shipped {kind.upper() if kind == 'cnn' else kind} model ({folder.name})"] = {
+            k: v for k, v in asdict(spec).items() if k in fields}
+    return out
 
 
 def device_info(env=None) -> dict:

@@ -19,11 +19,26 @@ from .errors import ModelError
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
+SHIPPED_FILE = "shipped.json"  # {"cnn": RUN_ID, "transfer": RUN_ID}: the runs the app serves
+SHIPPED_KINDS = ("cnn", "transfer")
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
 def default_root() -> Path:
     return Path(os.environ.get("BT_RUNS_DIR", Path(__file__).resolve().parent.parent / "trained_models"))
+
+
+def shipped(root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """``{"cnn": run folder, "transfer": run folder}`` from ``<root>/shipped.json``; {} if absent or unreadable."""
+    root = Path(root) if root is not None else default_root()
+    try:
+        listed = json.loads((root / SHIPPED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(listed, dict):
+        return {}
+    return {kind: root / run_id for kind, run_id in listed.items()
+            if kind in SHIPPED_KINDS and isinstance(run_id, str) and _ID_OK.match(run_id)}
 
 
 def new_run_id(record: dict) -> str:

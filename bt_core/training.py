@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import keras
@@ -72,10 +73,21 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
     return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
 
 
+@contextmanager
+def _dtype_policy(name: str | None):
+    """Build layers under the Keras dtype policy ``name`` (None: leave it), then restore the global one."""
+    before = keras.mixed_precision.global_policy()
+    if name:
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
 def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features):
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    model = build_model(cfg)
+    with _dtype_policy("mixed_float16" if cfg.mixed_precision else None):  # layers keep the policy they got
+        model = build_model(cfg)
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
     val = (x_val, y_val) if x_val is not None else None
     if cfg.uses_feature_cache:

@@ -7,7 +7,6 @@ data, keyed by the file's modification time (so keys added later to a run, e.g. 
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -18,7 +17,6 @@ from bt_core import runs
 from bt_core.errors import BTError
 from bt_core.inference import DISCLAIMER, Predictor
 
-SHIPPED_FILE = "shipped.json"
 KIND_NAMES = {"cnn": "CNN", "transfer": "Transfer"}
 
 
@@ -47,15 +45,7 @@ def runs_root() -> Path:
 
 def shipped_runs() -> dict[str, str]:
     """``{"cnn": run folder, "transfer": run folder}`` from ``<root>/shipped.json``; {} if absent."""
-    root = runs_root()
-    try:
-        listed = json.loads((root / SHIPPED_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(listed, dict):
-        return {}
-    return {kind: str(root / str(run_id)) for kind, run_id in listed.items()
-            if kind in KIND_NAMES and isinstance(run_id, str) and run_id}
+    return {kind: str(folder) for kind, folder in runs.shipped(runs_root()).items()}
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=6)

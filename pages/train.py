@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from bt_core import launcher
+from bt_core import launcher, runs
 from bt_core.errors import BTError
 
 ICONS = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:", "failed": ":material/error:",
@@ -60,7 +60,42 @@ def _jobs() -> list[dict]:
         return []
 
 
+FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "train_epochs", "folds": "train_folds",
+             "split": "train_split", "mode": "train_mode", "batch_size": "train_batch", "image_size": "train_size",
+             "lr": "train_lr", "head_pool": "train_head_pool", "preprocess": "train_preprocess",
+             "augment": "train_augment", "pooling": "train_pooling", "mirror": "train_mirror", "seed": "train_seed"}
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=8)
+def _cached_recipes(root: str, stamp: float) -> dict[str, dict]:
+    return launcher.recipes(root)
+
+
+def _recipes() -> dict[str, dict]:
+    """The launcher's recipes, read again when the registry or its shipped.json changes."""
+    root = runs.default_root()
+    try:
+        stamp = (root / runs.SHIPPED_FILE).stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    return _cached_recipes(str(root), stamp)
+
+
+def _apply_recipe() -> None:
+    """Fill the form with the chosen recipe's settings (before the form's widgets are drawn)."""
+    for field, value in _recipes().get(st.session_state.get("train_recipe"), {}).items():
+        if field in FORM_KEYS:
+            st.session_state[FORM_KEYS[field]] = value
+
+
 def _form(folders: list[str]) -> None:
+    defaults = launcher.JobSpec()
+    for field, key in FORM_KEYS.items():
+        st.session_state.setdefault(key, getattr(defaults, field))
+    recipes = _recipes()
+    st.selectbox("Start from", list(recipes), index=None, key="train_recipe", on_change=_apply_recipe,
+                 placeholder="a recipe: the paper's CNN or the settings of a shipped model",
+                 help="Fills the form below; change anything before you start.")
     with st.form("train_form"):
         data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
         c1, c2 = st.columns(2)
@@ -68,8 +103,8 @@ def _form(folders: list[str]) -> None:
                              key="train_model")
         backbone = c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 1000, 30, key="train_epochs")
-        folds = c2.number_input("Folds (cv mode)", 2, 20, 3, key="train_folds")
+        epochs = c1.number_input("Epochs", 1, 1000, key="train_epochs")
+        folds = c2.number_input("Folds (cv mode)", 2, 20, key="train_folds")
         c1, c2 = st.columns(2)
         split = c1.radio("Split", launcher.CHOICES["split"], horizontal=True, key="train_split",
                          format_func=lambda s: {"group": "group (leak-free)", "random": "random (the paper's)"}[s])
@@ -78,14 +113,29 @@ def _form(folders: list[str]) -> None:
         st.caption("The random split leaks: near-duplicate slices land on both sides, so its test scores are "
                    "optimistic. The group split keeps near-duplicates together.")
         with st.expander("More options"):
-            batch = st.number_input("Batch size", 1, 4096, 32, key="train_batch")
-            size = st.number_input("Image size (pixels)", 32, 1024, 240, key="train_size")
+            c1, c2, c3 = st.columns(3)
+            batch = c1.number_input("Batch size", 1, 4096, key="train_batch")
+            size = c2.number_input("Image size (pixels)", 32, 1024, key="train_size")
+            lr = c3.number_input("Learning rate (Adam)", *launcher.LR_RANGE, step=1e-5, format="%.1e", key="train_lr")
+            c1, c2, c3 = st.columns(3)
+            head_pool = c1.number_input("CNN: MaxPool before Flatten (0: model default)", *launcher.RANGES["head_pool"],
+                                        key="train_head_pool")
+            preprocess = c2.selectbox("Intensity normalisation", launcher.CHOICES["preprocess"], key="train_preprocess",
+                                      format_func=lambda p: {"none": "none (0-255)",
+                                                             "percentile": "percentile (1st-99th)"}[p])
+            seed = c3.number_input("Seed", *launcher.RANGES["seed"], key="train_seed")
+            c1, c2 = st.columns(2)
+            pooling = c1.selectbox("Transfer: pooling", launcher.CHOICES["pooling"], key="train_pooling",
+                                   format_func=lambda p: {"avg": "last feature map",
+                                                          "multiscale": "multiscale (7 maps)"}[p])
+            mirror = c2.checkbox("Transfer: average with the mirror image", key="train_mirror")
             augment = st.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
     if submitted:
         spec = launcher.JobSpec(data_dir=data or "", model=model, backbone=backbone, epochs=int(epochs),
                                 folds=int(folds), split=split, batch_size=int(batch), mode=mode,
-                                augment=bool(augment), image_size=int(size))
+                                augment=bool(augment), image_size=int(size), seed=int(seed), lr=float(lr),
+                                head_pool=int(head_pool), preprocess=preprocess, pooling=pooling, mirror=bool(mirror))
         try:
             job = launcher.start(spec)
         except launcher.BusyError as err:

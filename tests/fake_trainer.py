@@ -22,9 +22,13 @@ p.add_argument("--behave", default="ok", choices=["ok", "sleep", "stubborn", "cr
 p.add_argument("mode", choices=["cv", "train"])
 for opt in ("--data", "--model", "--backbone", "--split", "--progress-file", "--out"):
     p.add_argument(opt, required=True)
-for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed"):
+for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed", "--head-pool"):
     p.add_argument(opt, type=int, required=True)
+p.add_argument("--lr", type=float, required=True)
+p.add_argument("--preprocess", choices=["none", "percentile"], required=True)
+p.add_argument("--pooling", choices=["avg", "multiscale"])
 p.add_argument("--augment", action="store_true")
+p.add_argument("--mirror", action="store_true")
 args = p.parse_args()
 
 

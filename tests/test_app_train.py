@@ -107,3 +107,42 @@ def test_a_bad_folder_is_refused_in_one_line(env, monkeypatch):
     at.button(key="train_start").click().run()
     assert not at.exception and any("data root" in e.value or "BT_DATA_ROOTS" in e.value for e in at.error)
     assert launcher.list_jobs() == [] and os.environ["BT_DATA_ROOTS"].endswith("nowhere")
+
+
+def test_a_recipe_fills_the_form_with_a_shipped_runs_settings(env, monkeypatch):
+    import json
+
+    from bt_core import runs
+
+    cfg = {"model": "transfer", "backbone": "efficientnet_lite0", "epochs": 12, "preprocess": "percentile",
+           "pooling": "multiscale", "mirror": True, "lr": 3e-4, "image_size": 224, "seed": 7}
+    runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-transfer")
+    (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-transfer"}))
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    at = page()
+    assert at.selectbox(key="train_model").value == "compact_cnn" and at.checkbox(key="train_mirror").value is False
+    (name,) = [o for o in at.selectbox(key="train_recipe").options if "shipped-transfer" in o]
+    at.selectbox(key="train_recipe").set_value(name).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.selectbox(key="train_model").value == "transfer" and at.selectbox(key="train_pooling").value == "multiscale"
+    assert at.checkbox(key="train_mirror").value is True and at.number_input(key="train_epochs").value == 12
+    assert at.number_input(key="train_lr").value == pytest.approx(3e-4) and at.number_input(key="train_size").value == 224
+    at.button(key="train_start").click().run()
+    assert not at.exception and "Started job" in at.success[0].value
+    spec = launcher.running_job()["spec"]
+    assert (spec["model"], spec["pooling"], spec["mirror"], spec["preprocess"], spec["seed"]) == (
+        "transfer", "multiscale", True, "percentile", 7)
+    at.selectbox(key="train_recipe").set_value(launcher.PAPER_RECIPE).run()
+    assert at.selectbox(key="train_model").value == "paper_cnn" and at.checkbox(key="train_mirror").value is False
+    assert at.selectbox(key="train_pooling").value == "avg" and at.number_input(key="train_size").value == 240
+
+
+def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    at = page()
+    at.checkbox(key="train_mirror").check()
+    at.button(key="train_start").click().run()
+    assert not at.exception and any("transfer model only" in e.value for e in at.error)
+    assert launcher.list_jobs() == []

@@ -95,7 +95,10 @@ def test_allowed_roots(tmp_path):
     ({"epochs": True}, "epochs"), ({"folds": 1}, "folds"), ({"batch_size": 0}, "batch size"),
     ({"image_size": 8}, "image size"), ({"model": "resnet"}, "model"), ({"model": "paper_cnn; rm -rf /"}, "model"),
     ({"backbone": "vgg"}, "backbone"), ({"split": "leaky"}, "split"), ({"mode": "evaluate"}, "mode"),
-    ({"augment": "yes"}, "augment"),
+    ({"augment": "yes"}, "augment"), ({"lr": 0}, "learning rate"), ({"lr": "1e-3"}, "learning rate"),
+    ({"lr": 0.5}, "learning rate"), ({"head_pool": 17}, "head pool"), ({"preprocess": "zscore"}, "preprocess"),
+    ({"pooling": "max", "model": "transfer"}, "pooling"), ({"mirror": "yes", "model": "transfer"}, "mirror"),
+    ({"pooling": "multiscale"}, "transfer model only"), ({"mirror": True, "model": "paper_cnn"}, "transfer model only"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):
     with pytest.raises(ConfigError, match=words) as err:
@@ -151,6 +154,11 @@ def test_argv_is_a_list_never_a_shell_string(env):
     assert argv[argv.index("--data") + 1] == str(odd.resolve())
     assert argv[argv.index("--progress-file") + 1] == "/p/progress.jsonl" and argv[argv.index("--out") + 1] == "/p/out"
     assert "--augment" in argv and argv[argv.index("--epochs") + 1] == "30"
+    assert "--pooling" not in argv and "--mirror" not in argv  # transfer-only options, for a CNN
+    argv = launcher.JobSpec(data_dir=str(odd), model="transfer", pooling="multiscale", mirror=True, lr=3e-4,
+                            preprocess="percentile").argv("/p/progress.jsonl", "/p/out")
+    assert argv[argv.index("--pooling") + 1] == "multiscale" and "--mirror" in argv and "--augment" not in argv
+    assert float(argv[argv.index("--lr") + 1]) == 3e-4 and argv[argv.index("--preprocess") + 1] == "percentile"
     tree = ast.parse(Path(launcher.__file__).read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert not any(k.arg == "shell" for c in calls for k in c.keywords)
@@ -298,3 +306,19 @@ def test_broken_records_never_raise(env):
         with pytest.raises(ConfigError):
             launcher.status(bad)
     assert issubclass(launcher.BusyError, BTError)
+
+
+def test_recipes_are_the_paper_and_the_shipped_runs_settings(env):
+    root = env / "runs"
+    cfg = {"model": "transfer", "backbone": "efficientnet_lite0", "epochs": 30, "preprocess": "percentile",
+           "pooling": "multiscale", "mirror": True, "lr": 1e-4, "image_size": 240, "fine_tune_from": ""}
+    good = runs.save_run({"mode": "cv", "config": cfg}, None, root, run_id="good-transfer")
+    (root / "shipped.json").write_text(json.dumps({"transfer": good.name, "cnn": "missing-run"}))
+    got = launcher.recipes(root)
+    paper = got[launcher.PAPER_RECIPE]
+    assert paper["model"] == "paper_cnn" and paper["image_size"] == 240 and paper["lr"] == 1e-4 and paper["epochs"] == 30
+    (name,) = [n for n in got if "shipped" in n]  # the missing CNN run gives no recipe, and no error
+    assert "good-transfer" in name and "transfer" in name
+    assert {k: got[name][k] for k in ("model", "preprocess", "pooling", "mirror")} == {
+        "model": "transfer", "preprocess": "percentile", "pooling": "multiscale", "mirror": True}
+    launcher.JobSpec(data_dir=str(env / "dataroot" / "tiny"), **got[name]).validate()  # a recipe is a valid spec

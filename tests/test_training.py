@@ -112,3 +112,18 @@ def test_saved_runs_hold_weights_but_no_optimizer_state(tmp_path):
     with zipfile.ZipFile(folder / runs.MODEL_FILE) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h:
         assert "optimizer" not in h or not list(h["optimizer"].get("vars", {}))
     np.testing.assert_allclose(runs.load_model(folder).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_mixed_precision_builds_a_float16_model_and_leaves_the_global_policy_alone():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 1)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.float32)
+    cfg = training.TrainConfig(model="compact_cnn", epochs=2, batch_size=8, image_size=32, head_pool=2, lr=1e-3,
+                               mixed_precision=True)
+    before = keras.mixed_precision.global_policy().name
+    model, hist = training.fit(cfg, x, y)
+    assert keras.mixed_precision.global_policy().name == before == "float32"
+    assert model.get_layer("conv1").compute_dtype == "float16" and model.get_layer("conv1").variable_dtype == "float32"
+    assert np.isfinite(hist["loss"]).all() and training.predict_proba(model, x).dtype == np.float64
+    plain, _ = training.fit(training.TrainConfig(**{**cfg.to_dict(), "mixed_precision": False}), x, y)
+    assert plain.get_layer("conv1").compute_dtype == "float32"
