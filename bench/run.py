@@ -183,6 +183,14 @@ def epoch_times(model, x, y, epochs: int, batch_size: int) -> list[float]:
     return timer.times[1:]
 
 
+def eval_rate(model, x, y, batch_size: int) -> float:
+    """Images per second of ``model.evaluate`` (a validation pass), after one untimed warm-up pass."""
+    model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    t = time.perf_counter()
+    model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    return len(y) / (time.perf_counter() - t)
+
+
 def latency(fn, repeats: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):
         fn()
@@ -304,11 +312,13 @@ class Bench:
                 log(f"training {kind}: {len(y)} feature vectors, 1 + {a.head_epochs} epochs")
                 times = epoch_times(f["head"], f["feats"], y, a.head_epochs, a.batch_size)
                 self.memo[f"params:{kind}"] = f["head"].count_params()
+                self.memo[f"eval:{kind}"] = eval_rate(f["head"], f["feats"], y, a.batch_size)
                 return times
             model = build_model(self.cfg("transfer", cache_features=False) if kind == "transfer_e2e" else self.cfg(kind))
             log(f"training {kind}: {len(y)} images, 1 + {a.epochs} epochs")
             times = epoch_times(model, x, y, a.epochs, a.batch_size)
             self.memo[f"params:{kind}"] = model.count_params()
+            self.memo[f"eval:{kind}"] = eval_rate(model, x, y, a.batch_size)
             del model
             gc.collect()
             return times
@@ -391,6 +401,8 @@ class Bench:
             self.row("training", label, rate, "images/s",
                      f"{a.train_images} {what}, {epochs} timed epoch(s) after 1 warm-up; batch {a.batch_size}, "
                      f"{a.image_size}px; {self.memo[f'params:{kind}']:,} params")
+            self.row("training", f"{label}, validation pass", self.memo[f"eval:{kind}"], "images/s",
+                     f"model.evaluate on the same {a.train_images} {what}, after a warm-up pass")
 
     def g_features(self):
         f = self.features()
@@ -469,10 +481,13 @@ class Bench:
         n_final = round(a.paper_images * (1 - a.test_size))
         n_fold = n_final * (a.folds - 1) / a.folds
         trained = a.paper_epochs * (a.folds * n_fold + n_final)
+        evaluated = a.paper_epochs * n_final + n_final + (a.paper_images - n_final)  # per-epoch folds, OOF, test
         for kind, label in TRAIN_KINDS.items():
-            seconds = trained / self.train_rate(kind)
+            self.train_rate(kind)
+            seconds = trained / self.train_rate(kind) + evaluated / self.memo[f"eval:{kind}"]
             note = (f"{a.paper_epochs} epochs x ({a.folds} folds x {n_fold:.0f} + final fit {n_final}) images "
-                    "/ training images/s above; no validation passes")
+                    f"/ training images/s, + {evaluated} images / validation pass images/s (each fold's "
+                    f"validation part every epoch, out-of-fold and test predictions); no model building")
             if kind == "transfer_head":
                 seconds += a.paper_images / self.features()["rate"]
                 note += f"; + one feature pass over {a.paper_images} images"

@@ -57,3 +57,17 @@ def test_bad_row_group_is_one_line_and_status_2(tmp_path):
     proc = _run(["--only", "decode,warp"], tmp_path, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "unknown row group(s) warp" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_quick_estimate_adds_training_and_validation_passes(tmp_path):
+    proc = _run(["--quick", "--only", "train,estimate", "--image-size", "48", "--synthetic"],
+                tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, rows = _table(proc.stdout)
+    trained, evaluated = 30 * (3 * 1600 + 2400), 30 * 2400 + 2400 + 600
+    for kind in ("paper_cnn", "compact_cnn"):
+        train, val = float(rows[kind][2]), float(rows[f"{kind}, validation pass"][2])
+        assert train > 0 and val > 0 and rows[f"{kind}, validation pass"][3] == "images/s"
+        estimate = float(rows[f"paper protocol time, {kind}"][2])
+        assert abs(estimate - (trained / train + evaluated / val) / 60) <= 0.02 * estimate
+        assert f"+ {evaluated} images / validation pass" in rows[f"paper protocol time, {kind}"][4]
