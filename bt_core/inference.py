@@ -60,9 +60,7 @@ class Predictor:
             try:
                 self.ood = ood.OODDetector.load(self.record["dir"])
                 # one forward pass gives the probability and the features the check needs
-                import keras
-                layer = self.model.get_layer(self.record["ood"]["layer"])
-                self._prob_and_features = keras.Model(self.model.inputs, [self.model.output, layer.output])
+                self._prob_and_features = ood.feature_model(self.model, self.record["ood"]["layer"], with_output=True)
                 self.ood_stats = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
                                   if self.record["ood"].get("stats_file") else None)
             except (OSError, KeyError, ValueError):

@@ -93,11 +93,13 @@ def image_statistics(images_u8: np.ndarray) -> np.ndarray:
     return np.concatenate([hist, np.stack(cols, 1)], 1)
 
 
-def feature_model(model, layer: str):
-    """A keras Model from the classifier's input to the named feature layer."""
+def feature_model(model, layer: str, with_output: bool = False):
+    """A keras Model from the classifier's input to the named feature layer; with ``with_output``,
+    to ``[the classifier's output, the features]``, so one forward pass gives both."""
     import keras
 
-    return keras.Model(model.inputs, model.get_layer(layer).output)
+    features = model.get_layer(layer).output
+    return keras.Model(model.inputs, [model.output, features] if with_output else features)
 
 
 def held_out_threshold(features: np.ndarray, labels: np.ndarray, folds, quantile: float = 0.99,
