@@ -5,7 +5,11 @@ accuracy per fold and mean (the choice is made on these, never on the test set),
 metrics on the same group-split test images. Runs on the same split share folds and test images,
 so rows are directly comparable; a paired t-test on fold accuracies against the first run is given.
 
-Usage: python tools/ablation_report.py RUN [RUN ...] [--out reports/ablation.md] [--note "..."]
+RUN is a run id in the registry (trained_models/) or a run folder; reports/runs/ keeps the records of
+the runs the report cites that are not shipped. Notes come from --notes FILE (one markdown bullet
+each) or --note.
+
+Usage: python tools/ablation_report.py RUN [RUN ...] [--out reports/ablation.md] [--notes FILE] [--note "..."]
 """
 from __future__ import annotations
 
@@ -31,11 +35,16 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", default="reports/ablation.md")
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--notes", help="a markdown file of notes, one '- ' bullet each")
     args = ap.parse_args()
+    if args.notes:
+        text = Path(args.notes).read_text()
+        args.note = [b.strip().replace("\n", " ") for b in text.split("\n- ") if b.strip()] + args.note
+        args.note = [n[2:] if n.startswith("- ") else n for n in args.note]
     recs = [runs.load_run(r) for r in args.runs]
     base = [f["metrics"]["accuracy"] for f in recs[0]["folds"]]
     md = ["# Ablation: what each training choice does on held-out groups", "",
-          f"Command: `python tools/ablation_report.py {' '.join(Path(r).name for r in args.runs)}`; "
+          f"Command: `python tools/ablation_report.py {' '.join(sys.argv[1:])}`; "
           f"{time.strftime('%Y-%m-%d')}. All runs: group-aware split, seed 42, same folds and test images; "
           "choices are judged on the CV validation folds, the test columns are for the record.", "",
           "| run | " + " | ".join(SHOWN) + " | CV accuracy per fold | CV mean | paired t vs first (p) | test accuracy | test AUC | train time |",
