@@ -44,6 +44,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="transfer: pool the last feature map (avg) or maps of several depths (multiscale)")
     p.add_argument("--mirror", action="store_true",
                    help="transfer: average the features of each image and of its left-right mirror image")
+    p.add_argument("--degrade-copies", type=int, default=0, metavar="K",
+                   help="train also on K randomly blurred, noisy, low-resolution or JPEG-compressed copies of each "
+                        "training image (simulated other scanners; 0: none)")
     p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
     p.add_argument("--fine-tune-from", default="", metavar="LAYER",
                    help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
@@ -67,7 +70,7 @@ def _config(args):
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
                        augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from, head_pool=args.head_pool,
-                       pooling=args.pooling, mirror=args.mirror, mixed_precision=args.mixed_precision, data_parallel=args.data_parallel).validate()
+                       pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, mixed_precision=args.mixed_precision, data_parallel=args.data_parallel).validate()
 
 
 def _progress_printer(path: str | None):

@@ -42,6 +42,7 @@ class TrainConfig:
     head_pool: int = 0
     pooling: str = "avg"  # transfer: "avg" (last map) or "multiscale" (maps of several depths)
     mirror: bool = False  # transfer: average the feature map of the image and of its mirror image
+    degrade_copies: int = 0  # K randomly degraded copies of each training image (bt_core.degrade), 0: none
     fine_tune_layers: int = 0
     fine_tune_from: str = ""
     cache_features: bool = True
@@ -68,6 +69,8 @@ class TrainConfig:
             (not self.fine_tune_from or (self.pooling == "avg" and not self.mirror),
              "fine_tune_from works only with pooling avg and no mirror"),
             (self.fine_tune_layers >= 0, "fine_tune_layers must be >= 0"),
+            (isinstance(self.degrade_copies, int) and 0 <= self.degrade_copies <= 8,
+             "degrade copies must be a whole number from 0 to 8"),
             (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
         ]
         for ok, message in checks:

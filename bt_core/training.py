@@ -60,7 +60,8 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
     """Build and train one model -> (model, history dict of per-epoch lists).
 
     For a frozen transfer model, ``features`` may hold the backbone features of ``x_train`` and
-    ``x_val`` (a pair), computed once for all folds (:func:`backbone_features`).
+    ``x_val`` (a pair), computed once for all folds (:func:`backbone_features`); ``x_train`` may
+    then be None.
     ``cfg.data_parallel``: build, compile and train (the head too) under
     :func:`bt_core.distribute.data_parallel`.
     """
@@ -170,6 +171,37 @@ def hardware() -> dict:
     return info
 
 
+def _degraded(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
+    """``cfg.degrade_copies`` degraded copies of every image -> (batch, source index, features or None), or None.
+
+    Copies of all images are made once (seeded by ``cfg.seed``); each fit takes those of its own
+    training images only, so no copy of a validation or test image is ever trained on.
+    """
+    if not cfg.degrade_copies:
+        return None
+    from . import degrade
+
+    progress({"event": "stage", "stage": f"degraded copies ({cfg.degrade_copies} per image)"})
+    imgs, source = degrade.copies(data_mod.at_size(ds.images, cfg.image_size), cfg.degrade_copies, cfg.seed)
+    x = data_mod.as_batch(imgs, cfg.channels, cfg.preprocess)
+    feats = (backbone_features(cfg, x, f"{ds.fingerprint}-degrade{cfg.degrade_copies}-s{cfg.seed}", progress)
+             if cfg.uses_feature_cache else None)
+    return x, source, feats
+
+
+def _train_set(idx, x_all, y, feats, extra):
+    """Training inputs of the images ``idx`` -> (images or None, labels, features or None), with the
+    degraded copies of those images appended. Images are None when cached features replace them."""
+    if extra is None:
+        return (x_all[idx] if feats is None else None), y[idx], (feats[idx] if feats is not None else None)
+    x_copy, source, f_copy = extra
+    rows = np.flatnonzero(np.isin(source, idx))
+    labels = np.concatenate([y[idx], y[source[rows]]])
+    if feats is not None:
+        return None, labels, np.concatenate([feats[idx], f_copy[rows]])
+    return np.concatenate([x_all[idx], x_copy[rows]]), labels, None
+
+
 def groups_for(ds: data_mod.Dataset, cfg: TrainConfig):
     """Near-duplicate groups when the split needs them, else None."""
     return splits.near_duplicate_groups(ds.images, max_distance=cfg.max_distance) if cfg.split == "group" else None
@@ -209,6 +241,8 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
                         "groups": groups.tolist() if groups is not None else None},
               "folds": [], "oof": {"idx": [], "prob": [], "fold": []}}
     feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
+    extra = _degraded(cfg, ds, report)
+    train_set = lambda idx: _train_set(idx, x_all, y, feats, extra)  # noqa: E731
     if fold_records is not None:  # --- parallel folds: computed by child processes ---
         from .distribute import merge_fold_records
 
@@ -222,8 +256,9 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
             tr, va = train_idx[tr], train_idx[va]
             report({"event": "stage", "stage": f"fold {k}/{cfg.folds}", "fold": k, "folds": cfg.folds})
             tf0 = time.perf_counter()
-            model, hist = fit(cfg, x_all[tr], y[tr], x_all[va], y[va], report, f"fold {k}", verbose,
-                              (feats[tr], feats[va]) if feats is not None else None)
+            x_tr, y_tr, f_tr = train_set(tr)
+            model, hist = fit(cfg, x_tr, y_tr, x_all[va], y[va], report, f"fold {k}", verbose,
+                              (f_tr, feats[va]) if feats is not None else None)
             prob = predict_proba(model, x_all[va], cfg.batch_size)
             record["folds"].append({"fold": k, "train_idx": tr.tolist(), "val_idx": va.tolist(), "history": hist,
                                     "metrics": metrics.binary_metrics(y[va], prob),
@@ -238,8 +273,9 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
         return None, record
     report({"event": "stage", "stage": "final fit", "fold": 0, "folds": cfg.folds})
     tf0 = time.perf_counter()
-    model, hist = fit(cfg, x_all[train_idx], y[train_idx], progress=report, stage="final", verbose=verbose,
-                      features=(feats[train_idx], None) if feats is not None else None)
+    x_tr, y_tr, f_tr = train_set(train_idx)
+    model, hist = fit(cfg, x_tr, y_tr, progress=report, stage="final", verbose=verbose,
+                      features=(f_tr, None) if feats is not None else None)
     prob = predict_proba(model, x_all[test_idx], cfg.batch_size)
     record["final"] = {"history": hist, "seconds": round(time.perf_counter() - tf0, 2)}
     record["test"] = {"idx": test_idx.tolist(), "y": y[test_idx].tolist(), "prob": prob.tolist(),

@@ -17,45 +17,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
-from bt_core import calibration, data, metrics, probes, runs
+from bt_core import calibration, data, degrade, metrics, probes, runs
 from bt_core.inference import Predictor
-
-
-def _jpeg(im: np.ndarray, q: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(im).save(buf, "JPEG", quality=q)
-    return np.asarray(Image.open(buf).convert("L"))
-
-
-def degradations(seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-
-    def bias(im):
-        h, w = im.shape
-        yy, xx = np.mgrid[:h, :w] / max(h, w)
-        a, b = rng.uniform(-1, 1, 2)
-        field = 1 + 0.35 * np.sin(np.pi * (a * xx + b * yy + rng.uniform()))
-        return np.clip(im * field, 0, 255).astype(np.uint8)
-
-    return {
-        "blur (sigma 2)": lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(2))),
-        "noise (sd 15)": lambda im: np.clip(im + rng.normal(0, 15, im.shape), 0, 255).astype(np.uint8),
-        "gamma 0.6": lambda im: (255 * (im / 255.0) ** 0.6).astype(np.uint8),
-        "gamma 1.6": lambda im: (255 * (im / 255.0) ** 1.6).astype(np.uint8),
-        "contrast x0.5": lambda im: np.clip(128 + 0.5 * (im.astype(float) - 128), 0, 255).astype(np.uint8),
-        "bias field": bias,
-        "low resolution (64 px)": lambda im: np.asarray(Image.fromarray(im).resize((64, 64)).resize(im.shape[::-1])),
-        "JPEG quality 15": lambda im: _jpeg(im, 15),
-        "inverted contrast": lambda im: (255 - im).astype(np.uint8),
-    }
 
 
 def evaluate(pred: Predictor, imgs, y) -> dict:
@@ -114,7 +83,7 @@ def main() -> None:
                    + (f" (missed: {', '.join(missed)})" if missed else "") + " |"]
         md += ["", "Simulated other scanners (test images degraded):", "",
                "| degradation | accuracy | flagged unlike training | accuracy on accepted |", "|---|---|---|---|"]
-        for name, fn in degradations().items():
+        for name, fn in degrade.fixed().items():
             r = evaluate(pred, np.stack([fn(im) for im in imgs]), y)
             md.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['flagged'])} | {pct(r['accepted_accuracy'])} |")
         md.append("")
