@@ -41,7 +41,7 @@ CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "m
            "mirror": (False, True)}
 CLASSES, FINAL = ("no", "yes"), ("finished", "failed", "cancelled")
 RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31),
-          "head_pool": (0, 16)}
+          "head_pool": (0, 16), "degrade_copies": (0, 8)}
 LR_RANGE = (1e-6, 0.1)
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
 PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
@@ -106,6 +106,7 @@ class JobSpec:
     preprocess: str = "none"
     pooling: str = "avg"  # transfer only
     mirror: bool = False  # transfer only
+    degrade_copies: int = 0  # K degraded copies of each training image (bt_core.degrade)
 
     def validate(self, roots=None) -> "JobSpec":
         """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""

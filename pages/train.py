@@ -63,7 +63,8 @@ def _jobs() -> list[dict]:
 FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "train_epochs", "folds": "train_folds",
              "split": "train_split", "mode": "train_mode", "batch_size": "train_batch", "image_size": "train_size",
              "lr": "train_lr", "head_pool": "train_head_pool", "preprocess": "train_preprocess",
-             "augment": "train_augment", "pooling": "train_pooling", "mirror": "train_mirror", "seed": "train_seed"}
+             "augment": "train_augment", "pooling": "train_pooling", "mirror": "train_mirror", "seed": "train_seed",
+             "degrade_copies": "train_degrade"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -129,13 +130,18 @@ def _form(folders: list[str]) -> None:
                                    format_func=lambda p: {"avg": "last feature map",
                                                           "multiscale": "multiscale (7 maps)"}[p])
             mirror = c2.checkbox("Transfer: average with the mirror image", key="train_mirror")
-            augment = st.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
+            c1, c2 = st.columns(2)
+            degrade_copies = c1.number_input("Degraded copies per training image (blur, noise, low resolution, JPEG)",
+                                             *launcher.RANGES["degrade_copies"], key="train_degrade",
+                                             help="Simulated other scanners; each copy is one more image to train on.")
+            augment = c2.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
     if submitted:
         spec = launcher.JobSpec(data_dir=data or "", model=model, backbone=backbone, epochs=int(epochs),
                                 folds=int(folds), split=split, batch_size=int(batch), mode=mode,
                                 augment=bool(augment), image_size=int(size), seed=int(seed), lr=float(lr),
-                                head_pool=int(head_pool), preprocess=preprocess, pooling=pooling, mirror=bool(mirror))
+                                head_pool=int(head_pool), preprocess=preprocess, pooling=pooling, mirror=bool(mirror),
+                                degrade_copies=int(degrade_copies))
         try:
             job = launcher.start(spec)
         except launcher.BusyError as err:

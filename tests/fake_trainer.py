@@ -22,7 +22,7 @@ p.add_argument("--behave", default="ok", choices=["ok", "sleep", "stubborn", "cr
 p.add_argument("mode", choices=["cv", "train"])
 for opt in ("--data", "--model", "--backbone", "--split", "--progress-file", "--out"):
     p.add_argument(opt, required=True)
-for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed", "--head-pool"):
+for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed", "--head-pool", "--degrade-copies"):
     p.add_argument(opt, type=int, required=True)
 p.add_argument("--lr", type=float, required=True)
 p.add_argument("--preprocess", choices=["none", "percentile"], required=True)

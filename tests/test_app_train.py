@@ -115,7 +115,7 @@ def test_a_recipe_fills_the_form_with_a_shipped_runs_settings(env, monkeypatch):
     from bt_core import runs
 
     cfg = {"model": "transfer", "backbone": "efficientnet_lite0", "epochs": 12, "preprocess": "percentile",
-           "pooling": "multiscale", "mirror": True, "lr": 3e-4, "image_size": 224, "seed": 7}
+           "pooling": "multiscale", "mirror": True, "lr": 3e-4, "image_size": 224, "seed": 7, "degrade_copies": 2}
     runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-transfer")
     (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-transfer"}))
     monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
@@ -131,8 +131,8 @@ def test_a_recipe_fills_the_form_with_a_shipped_runs_settings(env, monkeypatch):
     at.button(key="train_start").click().run()
     assert not at.exception and "Started job" in at.success[0].value
     spec = launcher.running_job()["spec"]
-    assert (spec["model"], spec["pooling"], spec["mirror"], spec["preprocess"], spec["seed"]) == (
-        "transfer", "multiscale", True, "percentile", 7)
+    assert (spec["model"], spec["pooling"], spec["mirror"], spec["preprocess"], spec["seed"], spec["degrade_copies"]) == (
+        "transfer", "multiscale", True, "percentile", 7, 2)
     at.selectbox(key="train_recipe").set_value(launcher.PAPER_RECIPE).run()
     assert at.selectbox(key="train_model").value == "paper_cnn" and at.checkbox(key="train_mirror").value is False
     assert at.selectbox(key="train_pooling").value == "avg" and at.number_input(key="train_size").value == 240

@@ -96,7 +96,7 @@ def test_allowed_roots(tmp_path):
     ({"image_size": 8}, "image size"), ({"model": "resnet"}, "model"), ({"model": "paper_cnn; rm -rf /"}, "model"),
     ({"backbone": "vgg"}, "backbone"), ({"split": "leaky"}, "split"), ({"mode": "evaluate"}, "mode"),
     ({"augment": "yes"}, "augment"), ({"lr": 0}, "learning rate"), ({"lr": "1e-3"}, "learning rate"),
-    ({"lr": 0.5}, "learning rate"), ({"head_pool": 17}, "head pool"), ({"preprocess": "zscore"}, "preprocess"),
+    ({"lr": 0.5}, "learning rate"), ({"head_pool": 17}, "head pool"), ({"degrade_copies": 9}, "degrade copies"), ({"preprocess": "zscore"}, "preprocess"),
     ({"pooling": "max", "model": "transfer"}, "pooling"), ({"mirror": "yes", "model": "transfer"}, "mirror"),
     ({"pooling": "multiscale"}, "transfer model only"), ({"mirror": True, "model": "paper_cnn"}, "transfer model only"),
 ])
@@ -156,7 +156,8 @@ def test_argv_is_a_list_never_a_shell_string(env):
     assert "--augment" in argv and argv[argv.index("--epochs") + 1] == "30"
     assert "--pooling" not in argv and "--mirror" not in argv  # transfer-only options, for a CNN
     argv = launcher.JobSpec(data_dir=str(odd), model="transfer", pooling="multiscale", mirror=True, lr=3e-4,
-                            preprocess="percentile").argv("/p/progress.jsonl", "/p/out")
+                            preprocess="percentile", degrade_copies=2).argv("/p/progress.jsonl", "/p/out")
+    assert argv[argv.index("--degrade-copies") + 1] == "2"
     assert argv[argv.index("--pooling") + 1] == "multiscale" and "--mirror" in argv and "--augment" not in argv
     assert float(argv[argv.index("--lr") + 1]) == 3e-4 and argv[argv.index("--preprocess") + 1] == "percentile"
     tree = ast.parse(Path(launcher.__file__).read_text())
