@@ -27,7 +27,8 @@ import numpy as np
 from bt_core import runs, stats
 from bt_core.config import TrainConfig
 
-SHOWN = ("model", "image_size", "head_pool", "lr", "preprocess", "pooling", "mirror", "augment", "fine_tune_from", "epochs")
+SHOWN = ("model", "image_size", "head_pool", "lr", "preprocess", "pooling", "mirror", "degrade_copies", "augment",
+         "fine_tune_from", "epochs")
 
 
 def main() -> None:

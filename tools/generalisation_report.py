@@ -8,6 +8,7 @@ degraded (blur, noise, gamma, contrast, bias field, low resolution, JPEG artefac
 contrast), with accuracy overall and on the images the OOD check accepts.
 
 Usage: python tools/generalisation_report.py --data ../shared/data/br35h [--out reports/generalisation.md]
+       [--runs RUN [RUN ...]]   (run folders or ids instead of the shipped ones, e.g. a candidate)
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -45,15 +45,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default="reports/generalisation.md")
+    ap.add_argument("--runs", nargs="+", help="run folders or ids (default: the shipped runs)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    shipped = json.loads((runs.default_root() / "shipped.json").read_text())
-    md = ["# Generalisation of the shipped models", "",
-          f"Command: `python tools/generalisation_report.py --data {args.data}`; {time.strftime('%Y-%m-%d')}. "
+    shipped = ({str(r): runs.resolve(r) for r in args.runs} if args.runs
+               else {kind: folder for kind, folder in runs.shipped().items()})
+    md = ["# Generalisation of the " + ("given runs" if args.runs else "shipped models"), "",
+          f"Command: `python tools/generalisation_report.py {' '.join(sys.argv[1:])}`; {time.strftime('%Y-%m-%d')}. "
           "All figures are on each run's held-out group-split test images (no near-duplicate in training).", ""]
     probe = probes.non_brain_images()
     for kind, rid in shipped.items():
-        pred = Predictor(runs.default_root() / rid)
+        pred = Predictor(rid)
         rec = pred.record
         ds = data.load_folder(args.data, 240)
         if ds.fingerprint != rec["data"]["fingerprint"] and ds.paths != rec["data"]["paths"]:

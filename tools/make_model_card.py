@@ -44,7 +44,9 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
              f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam {cfg['lr']}"
              + (f", backbone fine-tuned after `{cfg['fine_tune_from']}`" if cfg.get("fine_tune_from") else "")
              + (f", pooling `{cfg.get('pooling', 'avg')}`" if cfg["model"] == "transfer" else "")
-             + (", features averaged over the image and its mirror image" if cfg.get("mirror") else ""),
+             + (", features averaged over the image and its mirror image" if cfg.get("mirror") else "")
+             + (f", trained also on {cfg['degrade_copies']} randomly degraded copies of each training image (blur, "
+                "noise, low resolution, JPEG; `bt_core.degrade`)" if cfg.get("degrade_copies") else ""),
              f"- split: {cfg['split']} ({'leak-free: near-duplicates never straddle train and test' if cfg['split'] == 'group' else 'random, leaky'}), "
              f"seed {cfg['seed']}, {len(rec['split']['train_idx'])} train / {len(test['idx'])} test images",
              f"- {len(fold_acc)}-fold CV accuracy on the training part: " + ", ".join(pct(a) for a in fold_acc)
@@ -108,10 +110,15 @@ def main() -> None:
            "uses EfficientNet-Lite0 with converted ImageNet weights that ship in `backbones/`, and global average "
            "pooling before the paper's Dense(500) head; with `pooling multiscale` it pools the maps of seven depths "
            "(edges and textures as well as the last, most ImageNet-specific map) and standardises them, and with "
-           "`mirror` it averages the feature map of the image and of its left-right mirror image.", "",
+           "`mirror` it averages the feature map of the image and of its left-right mirror image. Its head is also "
+           "trained on blurred, noisy, low-resolution and JPEG-compressed copies of the training images "
+           "(`--degrade-copies`), so that it holds up on images from other scanners' pipelines "
+           "(`reports/generalisation.md`).", "",
            "## Known limits", "",
            "- One source only: Br35H. On another hospital's images (other scanners, sequences, planes) such models "
-           "have scored near chance; the out-of-distribution check exists to say so rather than answer.",
+           "have scored near chance; the out-of-distribution check exists to say so rather than answer. The degraded "
+           "copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, so the "
+           "robustness measured there is to those kinds of degradation, not to real images from elsewhere.",
            "- Axial slices only; no 3-D context; no tumour type or grade; not validated on children.",
            "- The labels are the data set's; no clinical ground truth was checked.", ""]
     (root / "README.md").write_text("\n".join(md))
