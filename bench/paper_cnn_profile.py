@@ -5,7 +5,8 @@
 
 Rows (all on random 240x240 images, batch 32, Keras ``fit`` with Adam 1e-4 unless said):
 - ms per batch of ``fit`` for the paper's layers cut after conv1+pool1, after conv2+pool2, and whole;
-  the differences are what each part costs;
+  the differences are what each part costs; the whole network again with XLA (``jit_compile=True``) and
+  under the ``mixed_bfloat16`` policy (bfloat16 compute, AMX on CPUs that have it);
 - ms per update of Adam on a 107648 x 500 weight (the Dense layer), Keras' Adam against TensorFlow's
   fused ``ResourceApplyAdam`` kernel (TensorFlow backend only);
 - float32 matmul GFLOP/s of numpy on all cores, for scale.
@@ -88,11 +89,17 @@ def main() -> None:
     x = rng.uniform(0, 255, (a.images, 240, 240, 1)).astype(np.float32)
     y = rng.integers(0, 2, a.images).astype(np.float32)
     models = {}
-    for cut in ("conv1", "conv2", "whole"):
+    for name, cut, jit, policy in (("conv1", "conv1", False, None), ("conv2", "conv2", False, None),
+                                   ("whole", "whole", False, None), ("whole, XLA", "whole", True, None),
+                                   ("whole, mixed_bfloat16", "whole", False, "mixed_bfloat16")):
+        before = keras.mixed_precision.global_policy()
+        if policy:
+            keras.mixed_precision.set_global_policy(policy)
         m = paper_layers(cut)
-        m.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy", jit_compile=False)
+        keras.mixed_precision.set_global_policy(before)
+        m.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy", jit_compile=jit)
         m.fit(x, y, epochs=2, batch_size=32, verbose=0)
-        models[cut] = m
+        models[name] = m
     rows = []
     steps = -(-a.images // 32)
     for r in range(1, a.rounds + 1):
