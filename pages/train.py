@@ -11,6 +11,7 @@ import streamlit as st
 
 from bt_core import launcher, runs
 from bt_core.errors import BTError
+from pages import common  # noqa: F401  (routes a first request straight to /train through st.navigation)
 
 ICONS = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:", "failed": ":material/error:",
          "cancelled": ":material/cancel:"}
@@ -97,6 +98,9 @@ def _form(folders: list[str]) -> None:
     st.selectbox("Start from", list(recipes), index=None, key="train_recipe", on_change=_apply_recipe,
                  placeholder="a recipe: the paper's CNN or the settings of a shipped model",
                  help="Fills the form below; change anything before you start.")
+    st.caption("A finished run answers at threshold 0.5 with no out-of-distribution check until it is calibrated, "
+               "as the shipped ones were: `python -m bt_core calibrate RUN --target-sensitivity 0.98 "
+               "--ood-quantile 0.96`.")
     with st.form("train_form"):
         data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
         c1, c2 = st.columns(2)

@@ -171,3 +171,16 @@ def test_pages_explain_an_empty_registry(page, tmp_path, monkeypatch):
     shown = texts(at.error) + texts(at.info)
     assert any("No shipped models" in t or "No cross-validated runs" in t or "No runs with test-set" in t
                for t in shown), shown
+
+
+def test_every_page_imports_the_routing_of_pages_common():
+    """pages/common.py, on import, sends a first request straight to /PAGE through st.navigation
+    (tests/test_browser.py checks it for /explore); a page that skipped it would show the old sidebar."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    for rel in PAGES:
+        tree = ast.parse((root / rel).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "pages.common" in imported, rel
