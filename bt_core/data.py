@@ -10,6 +10,10 @@ one ``.npz`` named by a hash of every file's *content* and label, and the size, 
 run decodes nothing and a changed file is noticed. Files that cannot be decoded are skipped and
 listed in :attr:`Dataset.skipped`, never silently.
 
+A data set can also be packed into one ``.npz`` of JPEG bytes (:func:`pack`, ``tools/pack_data.py``;
+45.6 MiB for Br35H at 240 px, JPEG quality 90), for a machine that cannot see the folder (a rented
+GPU). :func:`load_folder` takes such a file in place of a folder.
+
 Models take float32 batches of shape (N, size, size, channels) with raw values in [0, 255]
 (:func:`as_batch`); ``preprocess="percentile"`` applies per-image percentile clipping first.
 """
@@ -92,7 +96,9 @@ def load_folder(
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
-    """Decode every image of a two-class folder (or read them from the cache)."""
+    """Decode every image of a two-class folder (or read them from the cache), or of a packed file."""
+    if Path(root).suffix == ".npz" and Path(root).is_file():
+        return load_packed(root, size)
     root = Path(root).resolve()
     paths, labels = list_folder(root, classes)
     key = _fingerprint(root, paths, labels)
@@ -167,3 +173,51 @@ def as_batch(images_u8: np.ndarray, channels: int = 1, preprocess: str = "none")
     """(N, H, W) uint8 -> float32 (N, H, W, channels) in [0, 255], ready for a model."""
     x = normalize(np.asarray(images_u8), preprocess).astype(np.float32)[..., None]
     return np.repeat(x, channels, axis=-1) if channels > 1 else x
+
+
+PACK_VERSION = 1
+
+
+def pack(ds: Dataset, out: str | os.PathLike, quality: int = 90) -> Path:
+    """Write ``ds`` as one ``.npz`` of JPEG bytes (greyscale, at the data set's size) -> the file."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    if not 1 <= int(quality) <= 100:
+        raise DataError(f"JPEG quality must be between 1 and 100, got {quality}")
+    blobs = []
+    for im in ds.images:
+        buf = BytesIO()
+        Image.fromarray(np.asarray(im, np.uint8)).save(buf, "JPEG", quality=int(quality))
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise DataError(f"a packed data set is a .npz file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, version=PACK_VERSION, jpeg=np.concatenate(blobs), offsets=np.cumsum([0] + [len(b) for b in blobs]),
+             labels=ds.labels, paths=np.asarray(ds.paths, dtype=str), classes=np.asarray(ds.classes, dtype=str),
+             source=np.asarray(ds.root), source_fingerprint=np.asarray(ds.fingerprint))
+    return out
+
+
+def load_packed(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> Dataset:
+    """Read a file written by :func:`pack`; its fingerprint is a hash of the file's content."""
+    path = Path(path).resolve()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != PACK_VERSION:
+                raise DataError(f"{path}: packed with format {int(z['version'])}, this version reads {PACK_VERSION}")
+            jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"].astype(np.int64)
+            paths, classes = [str(p) for p in z["paths"]], tuple(str(c) for c in z["classes"])
+    except DataError:
+        raise
+    except Exception as err:  # not a zip, a missing array, a truncated file
+        raise DataError(f"{path.name} is not a packed data set ({type(err).__name__}); make one with "
+                        "tools/pack_data.py") from None
+    if len(offsets) != len(labels) + 1 or len(paths) != len(labels) or len(set(labels.tolist())) < 2:
+        raise DataError(f"{path.name}: a packed data set needs images of both classes, with one label and path each")
+    arrays = [resize(images.load_image(jpeg[a:b].tobytes(), name=rel).pixels, size)
+              for a, b, rel in zip(offsets[:-1], offsets[1:], paths)]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    return Dataset(np.stack(arrays), labels, paths, str(path), classes, [], digest)
