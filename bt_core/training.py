@@ -5,9 +5,10 @@ but the split is group-aware (leak-free) unless ``split="random"`` is asked for.
 
 A frozen transfer model (no fine-tuning, no augmentation) is trained on cached backbone features:
 each image goes through the backbone once and only the head trains, which gives the same model as
-training end to end, many times faster. The returned run record holds the config, split indices,
-per-epoch histories, per-fold validation metrics, out-of-fold and test predictions, wall time,
-backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
+training end to end, many times faster. With ``degrade_copies=K`` every fit also trains on K randomly
+degraded copies of each of its training images (:mod:`bt_core.degrade`; their features cached too).
+The returned run record holds the config, split indices, per-epoch histories, per-fold validation
+metrics, out-of-fold and test predictions, wall time, backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
 """
 from __future__ import annotations
 
