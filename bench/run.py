@@ -483,8 +483,8 @@ class Bench:
         trained = a.paper_epochs * (a.folds * n_fold + n_final)
         evaluated = a.paper_epochs * n_final + n_final + (a.paper_images - n_final)  # per-epoch folds, OOF, test
         for kind, label in TRAIN_KINDS.items():
-            self.train_rate(kind)
-            seconds = trained / self.train_rate(kind) + evaluated / self.memo[f"eval:{kind}"]
+            rate = self.train_rate(kind)  # also measures the validation pass, memo "eval:KIND"
+            seconds = trained / rate + evaluated / self.memo[f"eval:{kind}"]
             note = (f"{a.paper_epochs} epochs x ({a.folds} folds x {n_fold:.0f} + final fit {n_final}) images "
                     f"/ training images/s, + {evaluated} images / validation pass images/s (each fold's "
                     f"validation part every epoch, out-of-fold and test predictions); no model building")

@@ -17,15 +17,14 @@ from pathlib import Path
 from .errors import BTError, ConfigError
 
 
-
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
+    from .config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", required=True, help="two-class folder (yes/ = tumour, no/ = no tumour)")
     p.add_argument("--classes", nargs=2, default=["no", "yes"], metavar=("NEG", "POS"), help="class folder names")
-    p.add_argument("--model", default=d.model, choices=["paper_cnn", "compact_cnn", "transfer"])
-    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "resnet50v2"])
+    p.add_argument("--model", default=d.model, choices=MODEL_KINDS)
+    p.add_argument("--backbone", default=d.backbone, choices=BACKBONES)
     p.add_argument("--backbone-weights", default=d.backbone_weights,
                    help="'default' (ImageNet; Lite0 ships offline), 'imagenet', a weights file, or 'none'")
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -33,14 +32,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--folds", type=int, default=d.folds)
-    p.add_argument("--split", default=d.split, choices=["group", "random"],
+    p.add_argument("--split", default=d.split, choices=SPLIT_KINDS,
                    help="group: leak-free (near-duplicates kept together); random: the paper's (leaks)")
     p.add_argument("--test-size", type=float, default=d.test_size)
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--head-pool", type=int, default=0, help="CNN: MaxPool size before Flatten (0: model default)")
-    p.add_argument("--preprocess", default=d.preprocess, choices=["none", "percentile"])
+    p.add_argument("--preprocess", default=d.preprocess, choices=PREPROCESS_CHOICES)
     p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts, zoom, contrast")
-    p.add_argument("--pooling", default=d.pooling, choices=["avg", "multiscale"],
+    p.add_argument("--pooling", default=d.pooling, choices=POOLING_CHOICES,
                    help="transfer: pool the last feature map (avg) or maps of several depths (multiscale)")
     p.add_argument("--mirror", action="store_true",
                    help="transfer: average the features of each image and of its left-right mirror image")

@@ -98,19 +98,14 @@ def load_folder(
 ) -> Dataset:
     """Decode every image of a two-class folder (or read them from the cache), or of a packed file."""
     if Path(root).suffix == ".npz" and Path(root).is_file():
-        return load_packed(root, size)
+        return load_packed(root, size, cache_dir)
     root = Path(root).resolve()
     paths, labels = list_folder(root, classes)
     key = _fingerprint(root, paths, labels)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_file = cache / f"{key}-{size}.npz"
-    if cache_file.exists():
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                return Dataset(z["images"], z["labels"], [str(p) for p in z["paths"]], str(root),
-                               tuple(classes), [str(s) for s in z["skipped"]], key)
-        except Exception:  # a broken cache is rebuilt, not trusted
-            pass
+    if (ds := _from_cache(cache_file, str(root), tuple(classes), key)) is not None:
+        return ds
     arrays, kept, kept_labels, skipped = [], [], [], []
     for i, (rel, lab) in enumerate(zip(paths, labels)):
         try:
@@ -124,9 +119,25 @@ def load_folder(
             progress(i + 1, len(paths))
     if not arrays:
         raise DataError(f"none of the {len(paths)} files in {root} could be decoded")
-    ds = Dataset(np.stack(arrays), np.asarray(kept_labels, np.int64), kept, str(root), tuple(classes), skipped, key)
-    save_cache(cache_file, images=ds.images, labels=ds.labels, paths=np.asarray(kept),
-                  skipped=np.asarray(skipped, dtype=str))
+    return _to_cache(cache_file, Dataset(np.stack(arrays), np.asarray(kept_labels, np.int64), kept, str(root),
+                                         tuple(classes), skipped, key))
+
+
+def _from_cache(cache_file: Path, root: str, classes: tuple, key: str) -> Dataset | None:
+    """The decoded data set cached in ``cache_file``, or None when there is none (or it is broken)."""
+    if not cache_file.exists():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            return Dataset(z["images"], z["labels"], [str(p) for p in z["paths"]], root, classes,
+                           [str(s) for s in z["skipped"]], key)
+    except Exception:  # a broken cache is rebuilt, not trusted
+        return None
+
+
+def _to_cache(cache_file: Path, ds: Dataset) -> Dataset:
+    save_cache(cache_file, images=ds.images, labels=ds.labels, paths=np.asarray(ds.paths),
+               skipped=np.asarray(ds.skipped, dtype=str))
     return ds
 
 
@@ -186,14 +197,14 @@ def pack(ds: Dataset, out: str | os.PathLike, quality: int = 90) -> Path:
 
     if not 1 <= int(quality) <= 100:
         raise DataError(f"JPEG quality must be between 1 and 100, got {quality}")
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise DataError(f"a packed data set is a .npz file, got {out}")
     blobs = []
     for im in ds.images:
         buf = BytesIO()
         Image.fromarray(np.asarray(im, np.uint8)).save(buf, "JPEG", quality=int(quality))
         blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise DataError(f"a packed data set is a .npz file, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, version=PACK_VERSION, jpeg=np.concatenate(blobs), offsets=np.cumsum([0] + [len(b) for b in blobs]),
              labels=ds.labels, paths=np.asarray(ds.paths, dtype=str), classes=np.asarray(ds.classes, dtype=str),
@@ -201,15 +212,26 @@ def pack(ds: Dataset, out: str | os.PathLike, quality: int = 90) -> Path:
     return out
 
 
-def load_packed(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> Dataset:
-    """Read a file written by :func:`pack`; its fingerprint is a hash of the file's content."""
+def load_packed(path: str | os.PathLike, size: int = DEFAULT_SIZE, cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Read a file written by :func:`pack`, decoded once and cached as :func:`load_folder` caches a
+    folder; its fingerprint is a hash of the file's content."""
+    from io import BytesIO
+
     path = Path(path).resolve()
     try:
-        with np.load(path, allow_pickle=False) as z:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    key = hashlib.sha256(raw).hexdigest()[:24]
+    cache_file = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"{key}-{size}.npz"
+    try:
+        with np.load(BytesIO(raw), allow_pickle=False) as z:
             if int(z["version"]) != PACK_VERSION:
                 raise DataError(f"{path}: packed with format {int(z['version'])}, this version reads {PACK_VERSION}")
             jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"].astype(np.int64)
             paths, classes = [str(p) for p in z["paths"]], tuple(str(c) for c in z["classes"])
+        if (ds := _from_cache(cache_file, str(path), classes, key)) is not None:
+            return ds
     except DataError:
         raise
     except Exception as err:  # not a zip, a missing array, a truncated file
@@ -219,5 +241,4 @@ def load_packed(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> Dataset:
         raise DataError(f"{path.name}: a packed data set needs images of both classes, with one label and path each")
     arrays = [resize(images.load_image(jpeg[a:b].tobytes(), name=rel).pixels, size)
               for a, b, rel in zip(offsets[:-1], offsets[1:], paths)]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
-    return Dataset(np.stack(arrays), labels, paths, str(path), classes, [], digest)
+    return _to_cache(cache_file, Dataset(np.stack(arrays), labels, paths, str(path), classes, [], key))

@@ -23,8 +23,7 @@ import threading
 import time
 from collections import namedtuple
 from contextlib import contextmanager, suppress
-import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import distributions, version
 from pathlib import Path
 
@@ -145,16 +144,16 @@ def recipes(root=None) -> dict[str, dict]:
     The paper's CNN, then one recipe per shipped run (``shipped.json``) with the settings it was
     trained with, read from its run.json, so that the app can retrain exactly what it serves.
     """
-    fields = {f.name for f in dataclasses.fields(JobSpec)} - {"data_dir", "mode"}
-    out = {PAPER_RECIPE: {**{k: v for k, v in asdict(JobSpec()).items() if k in fields}, "model": "paper_cnn"}}
+    names = {f.name for f in fields(JobSpec)} - {"data_dir", "mode"}
+    out = {PAPER_RECIPE: {**{k: v for k, v in asdict(JobSpec()).items() if k in names}, "model": "paper_cnn"}}
     for kind, folder in runs.shipped(root).items():
         try:
             cfg = runs.load_run(folder).get("config", {})
         except (BTError, OSError, ValueError):
             continue  # a missing or broken shipped run has no recipe; the app says so elsewhere
-        spec = JobSpec(**{k: cfg[k] for k in fields if k in cfg})
-        out[f"Same settings as the shipped {kind.upper() if kind == 'cnn' else kind} model ({folder.name})"] = {
-            k: v for k, v in asdict(spec).items() if k in fields}
+        spec = asdict(JobSpec(**{k: cfg[k] for k in names if k in cfg}))
+        out[f"Same settings as the shipped {runs.SHIPPED_KINDS[kind]} model ({folder.name})"] = {
+            k: v for k, v in spec.items() if k in names}
     return out
 
 

@@ -20,7 +20,7 @@ from .errors import ModelError
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
 SHIPPED_FILE = "shipped.json"  # {"cnn": RUN_ID, "transfer": RUN_ID}: the runs the app serves
-SHIPPED_KINDS = ("cnn", "transfer")
+SHIPPED_KINDS = {"cnn": "CNN", "transfer": "Transfer"}  # kind -> display name
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 

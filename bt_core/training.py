@@ -8,7 +8,8 @@ each image goes through the backbone once and only the head trains, which gives 
 training end to end, many times faster. With ``degrade_copies=K`` every fit also trains on K randomly
 degraded copies of each of its training images (:mod:`bt_core.degrade`; their features cached too).
 The returned run record holds the config, split indices, per-epoch histories, per-fold validation
-metrics, out-of-fold and test predictions, wall time, backend and hardware; :mod:`bt_core.runs` writes it to disk with the model.
+metrics, out-of-fold and test predictions, wall time, backend and hardware; :mod:`bt_core.runs`
+writes it to disk with the model.
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ def hardware() -> dict:
 
 
 def _degraded(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
-    """``cfg.degrade_copies`` degraded copies of every image -> (batch, source index, features or None), or None.
+    """``cfg.degrade_copies`` degraded copies of every image -> (batch or None, source index, features or
+    None), or None. A frozen transfer model keeps only the copies' backbone features, not the images.
 
     Copies of all images are made once (seeded by ``cfg.seed``); each fit takes those of its own
     training images only, so no copy of a validation or test image is ever trained on.
@@ -185,9 +187,9 @@ def _degraded(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
     progress({"event": "stage", "stage": f"degraded copies ({cfg.degrade_copies} per image)"})
     imgs, source = degrade.copies(data_mod.at_size(ds.images, cfg.image_size), cfg.degrade_copies, cfg.seed)
     x = data_mod.as_batch(imgs, cfg.channels, cfg.preprocess)
-    feats = (backbone_features(cfg, x, f"{ds.fingerprint}-degrade{cfg.degrade_copies}-s{cfg.seed}", progress)
-             if cfg.uses_feature_cache else None)
-    return x, source, feats
+    if not cfg.uses_feature_cache:
+        return x, source, None
+    return None, source, backbone_features(cfg, x, f"{ds.fingerprint}-degrade{cfg.degrade_copies}-s{cfg.seed}", progress)
 
 
 def _train_set(idx, x_all, y, feats, extra):

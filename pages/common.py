@@ -17,7 +17,7 @@ from bt_core import runs
 from bt_core.errors import BTError
 from bt_core.inference import DISCLAIMER, Predictor
 
-KIND_NAMES = {"cnn": "CNN", "transfer": "Transfer"}
+KIND_NAMES = runs.SHIPPED_KINDS
 
 
 def _route_through_navigation() -> None:

@@ -101,51 +101,44 @@ def _form(folders: list[str]) -> None:
     st.caption("A finished run answers at threshold 0.5 with no out-of-distribution check until it is calibrated, "
                "as the shipped ones were: `python -m bt_core calibrate RUN --target-sensitivity 0.98 "
                "--ood-quantile 0.96`.")
-    with st.form("train_form"):
+    with st.form("train_form"):  # every widget's value is read back from st.session_state[FORM_KEYS[...]]
         data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
         c1, c2 = st.columns(2)
-        model = c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP[m]}",
-                             key="train_model")
-        backbone = c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
+        c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP[m]}", key="train_model")
+        c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 1000, key="train_epochs")
-        folds = c2.number_input("Folds (cv mode)", 2, 20, key="train_folds")
+        c1.number_input("Epochs", 1, 1000, key="train_epochs")
+        c2.number_input("Folds (cv mode)", 2, 20, key="train_folds")
         c1, c2 = st.columns(2)
-        split = c1.radio("Split", launcher.CHOICES["split"], horizontal=True, key="train_split",
-                         format_func=lambda s: {"group": "group (leak-free)", "random": "random (the paper's)"}[s])
-        mode = c2.radio("Mode", launcher.CHOICES["mode"], horizontal=True, key="train_mode",
-                        format_func=lambda m: {"cv": "k-fold CV + final fit", "train": "final fit only"}[m])
+        c1.radio("Split", launcher.CHOICES["split"], horizontal=True, key="train_split",
+                 format_func=lambda s: {"group": "group (leak-free)", "random": "random (the paper's)"}[s])
+        c2.radio("Mode", launcher.CHOICES["mode"], horizontal=True, key="train_mode",
+                 format_func=lambda m: {"cv": "k-fold CV + final fit", "train": "final fit only"}[m])
         st.caption("The random split leaks: near-duplicate slices land on both sides, so its test scores are "
                    "optimistic. The group split keeps near-duplicates together.")
         with st.expander("More options"):
             c1, c2, c3 = st.columns(3)
-            batch = c1.number_input("Batch size", 1, 4096, key="train_batch")
-            size = c2.number_input("Image size (pixels)", 32, 1024, key="train_size")
-            lr = c3.number_input("Learning rate (Adam)", *launcher.LR_RANGE, step=1e-5, format="%.1e", key="train_lr")
+            c1.number_input("Batch size", 1, 4096, key="train_batch")
+            c2.number_input("Image size (pixels)", 32, 1024, key="train_size")
+            c3.number_input("Learning rate (Adam)", *launcher.LR_RANGE, step=1e-5, format="%.1e", key="train_lr")
             c1, c2, c3 = st.columns(3)
-            head_pool = c1.number_input("CNN: MaxPool before Flatten (0: model default)", *launcher.RANGES["head_pool"],
-                                        key="train_head_pool")
-            preprocess = c2.selectbox("Intensity normalisation", launcher.CHOICES["preprocess"], key="train_preprocess",
-                                      format_func=lambda p: {"none": "none (0-255)",
-                                                             "percentile": "percentile (1st-99th)"}[p])
-            seed = c3.number_input("Seed", *launcher.RANGES["seed"], key="train_seed")
+            c1.number_input("CNN: MaxPool before Flatten (0: model default)", *launcher.RANGES["head_pool"],
+                            key="train_head_pool")
+            c2.selectbox("Intensity normalisation", launcher.CHOICES["preprocess"], key="train_preprocess",
+                         format_func=lambda p: {"none": "none (0-255)", "percentile": "percentile (1st-99th)"}[p])
+            c3.number_input("Seed", *launcher.RANGES["seed"], key="train_seed")
             c1, c2 = st.columns(2)
-            pooling = c1.selectbox("Transfer: pooling", launcher.CHOICES["pooling"], key="train_pooling",
-                                   format_func=lambda p: {"avg": "last feature map",
-                                                          "multiscale": "multiscale (7 maps)"}[p])
-            mirror = c2.checkbox("Transfer: average with the mirror image", key="train_mirror")
+            c1.selectbox("Transfer: pooling", launcher.CHOICES["pooling"], key="train_pooling",
+                         format_func=lambda p: {"avg": "last feature map", "multiscale": "multiscale (7 maps)"}[p])
+            c2.checkbox("Transfer: average with the mirror image", key="train_mirror")
             c1, c2 = st.columns(2)
-            degrade_copies = c1.number_input("Degraded copies per training image (blur, noise, low resolution, JPEG)",
-                                             *launcher.RANGES["degrade_copies"], key="train_degrade",
-                                             help="Simulated other scanners; each copy is one more image to train on.")
-            augment = c2.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
+            c1.number_input("Degraded copies per training image (blur, noise, low resolution, JPEG)",
+                            *launcher.RANGES["degrade_copies"], key="train_degrade",
+                            help="Simulated other scanners; each copy is one more image to train on.")
+            c2.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
     if submitted:
-        spec = launcher.JobSpec(data_dir=data or "", model=model, backbone=backbone, epochs=int(epochs),
-                                folds=int(folds), split=split, batch_size=int(batch), mode=mode,
-                                augment=bool(augment), image_size=int(size), seed=int(seed), lr=float(lr),
-                                head_pool=int(head_pool), preprocess=preprocess, pooling=pooling, mirror=bool(mirror),
-                                degrade_copies=int(degrade_copies))
+        spec = launcher.JobSpec(data_dir=data or "", **{field: st.session_state[key] for field, key in FORM_KEYS.items()})
         try:
             job = launcher.start(spec)
         except launcher.BusyError as err:

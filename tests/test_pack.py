@@ -21,6 +21,9 @@ def test_packed_file_reads_back_as_the_folder(tiny_folder, tmp_path):
     assert np.abs(again.images.astype(int) - ds.images).mean() < 3  # JPEG quality 90
     assert again.fingerprint and again.fingerprint != ds.fingerprint  # re-encoded pixels: another data set
     assert data.load_packed(out, 48).fingerprint == again.fingerprint and again.root == str(out.resolve())
+    cached = data.default_cache_dir() / f"{again.fingerprint}-48.npz"  # decoded once, then read from the cache
+    assert cached.is_file()
+    np.testing.assert_array_equal(data.load_packed(out, 48).images, again.images)
     assert data.load_packed(out, 32).images.shape[1:] == (32, 32)
     _, record = training.run_protocol(training.TrainConfig(model="compact_cnn", epochs=1, batch_size=8, folds=2,
                                                            split="random", image_size=48, head_pool=4), again, "train")

@@ -48,16 +48,15 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", help="run folders or ids (default: the shipped runs)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    shipped = ({str(r): runs.resolve(r) for r in args.runs} if args.runs
-               else {kind: folder for kind, folder in runs.shipped().items()})
+    shipped = {str(r): runs.resolve(r) for r in args.runs} if args.runs else runs.shipped()
     md = ["# Generalisation of the " + ("given runs" if args.runs else "shipped models"), "",
           f"Command: `python tools/generalisation_report.py {' '.join(sys.argv[1:])}`; {time.strftime('%Y-%m-%d')}. "
           "All figures are on each run's held-out group-split test images (no near-duplicate in training).", ""]
     probe = probes.non_brain_images()
+    ds = data.load_folder(args.data, 240)
     for kind, rid in shipped.items():
         pred = Predictor(rid)
         rec = pred.record
-        ds = data.load_folder(args.data, 240)
         if ds.fingerprint != rec["data"]["fingerprint"] and ds.paths != rec["data"]["paths"]:
             raise SystemExit("the data folder is not the one the model was trained on")
         idx = np.asarray(rec["test"]["idx"])

@@ -98,9 +98,11 @@ def main() -> None:
           "`../shared/data/br35h`, never committed. Both models were trained on the same group-aware split "
           "(256-bit dHash, Hamming distance <= 10, near-duplicates kept on one side), so their test images have "
           "no near-duplicate in training.", ""]
+    recs = {}
     for kind in ("cnn", "transfer"):
         folder = root / shipped[kind]
-        md += describe(kind, json.loads((folder / "run.json").read_text()), folder)
+        recs[kind] = json.loads((folder / "run.json").read_text())
+        md += describe(kind, recs[kind], folder)
     md += ["## How they differ from the paper", "",
            "- The paper's from-scratch CNN flattens a 58x58x32 map into Dense(500): 54M parameters, over 200 MB. "
            "The shipped CNN keeps the paper's layers but adds one MaxPool before Flatten and may use a smaller input "
@@ -110,15 +112,16 @@ def main() -> None:
            "uses EfficientNet-Lite0 with converted ImageNet weights that ship in `backbones/`, and global average "
            "pooling before the paper's Dense(500) head; with `pooling multiscale` it pools the maps of seven depths "
            "(edges and textures as well as the last, most ImageNet-specific map) and standardises them, and with "
-           "`mirror` it averages the feature map of the image and of its left-right mirror image. Its head is also "
-           "trained on blurred, noisy, low-resolution and JPEG-compressed copies of the training images "
-           "(`--degrade-copies`), so that it holds up on images from other scanners' pipelines "
-           "(`reports/generalisation.md`).", "",
+           "`mirror` it averages the feature map of the image and of its left-right mirror image."
+           + (" Its head is also trained on blurred, noisy, low-resolution and JPEG-compressed copies of the "
+              "training images (`--degrade-copies`), so that it holds up on images from other scanners' pipelines "
+              "(`reports/generalisation.md`)." if recs["transfer"]["config"].get("degrade_copies") else ""), "",
            "## Known limits", "",
            "- One source only: Br35H. On another hospital's images (other scanners, sequences, planes) such models "
-           "have scored near chance; the out-of-distribution check exists to say so rather than answer. The degraded "
-           "copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, so the "
-           "robustness measured there is to those kinds of degradation, not to real images from elsewhere.",
+           "have scored near chance; the out-of-distribution check exists to say so rather than answer."
+           + (" The degraded copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, "
+              "so the robustness measured there is to those kinds of degradation, not to real images from elsewhere."
+              if recs["transfer"]["config"].get("degrade_copies") else ""),
            "- Axial slices only; no 3-D context; no tumour type or grade; not validated on children.",
            "- The labels are the data set's; no clinical ground truth was checked.", ""]
     (root / "README.md").write_text("\n".join(md))
