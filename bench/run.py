@@ -50,8 +50,8 @@ COLD_CHILD = r"""
 import json, os, resource, sys, time
 t_start = time.time(); p0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from bt_core import images
-from bt_core.inference import Predictor
+from bt_core.data import images
+from bt_core.serving.inference import Predictor
 p1 = time.perf_counter()
 preds = [Predictor(run) for run in sys.argv[3:]]
 p2 = time.perf_counter()
@@ -229,7 +229,7 @@ class Bench:
         self.memo: dict = {}
         self.failed: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="bt-bench-"))
-        from bt_core import lite0
+        from bt_core.models import lite0
         self.weights = "default" if lite0.default_weights_path().is_file() else None
         self.weights_note = "ImageNet weights" if self.weights else "random weights (no Lite0 weights file)"
 
@@ -242,7 +242,7 @@ class Bench:
         return self.memo[key]
 
     def cfg(self, kind: str, **kw):
-        from bt_core.training import TrainConfig
+        from bt_core.models.training import TrainConfig
         return TrainConfig(model=kind, image_size=self.a.image_size, batch_size=self.a.batch_size,
                            backbone_weights=self.weights, seed=self.a.seed, **kw).validate()
 
@@ -287,14 +287,14 @@ class Bench:
 
     def features(self) -> dict:
         def make():
-            from bt_core import models
-            from bt_core.training import build_model
+            from bt_core.models import networks
+            from bt_core.models.training import build_model
             x, _ = self.train_xy()
             log(f"backbone features: {len(x)} images (warm-up pass, then timed pass)")
             cfg = self.cfg("transfer")
             model = build_model(cfg)
-            extractor, head = models.split_at_features(model)
-            models.compile_model(head, cfg.lr)  # as bt_core.training.fit does
+            extractor, head = networks.split_at_features(model)
+            networks.compile_model(head, cfg.lr)  # as bt_core.models.training.fit does
             extractor.predict(x, batch_size=self.a.batch_size, verbose=0)
             t = time.perf_counter()
             feats = np.asarray(extractor.predict(x, batch_size=self.a.batch_size, verbose=0), np.float32)
@@ -304,7 +304,7 @@ class Bench:
 
     def fit_times(self, kind: str) -> list[float]:
         def make():
-            from bt_core.training import build_model
+            from bt_core.models.training import build_model
             a = self.a
             x, y = self.train_xy()
             if kind == "transfer_head":
@@ -331,7 +331,8 @@ class Bench:
     def upload_png(self) -> Path:
         def make():
             from PIL import Image
-            from bt_core import data, images
+            from bt_core import data
+            from bt_core.data import images
             paths, labels = data.list_folder(self.folder())
             src = self.folder() / paths[int(np.argmax(labels))]  # the first tumour image
             pixels = images.load_image(src).pixels
@@ -344,8 +345,8 @@ class Bench:
         def make():
             from bt_core import runs
             from bt_core.errors import ModelError
-            from bt_core.inference import Predictor
-            from bt_core.training import build_model
+            from bt_core.serving.inference import Predictor
+            from bt_core.models.training import build_model
             root = Path(self.a.models_root) if self.a.models_root else runs.default_root()
             shipped = root / "shipped.json"
             if shipped.is_file():
@@ -420,8 +421,9 @@ class Bench:
                  f"{n} images; paid once per data set (cached on disk by training)")
 
     def g_predict(self):
-        from bt_core import data, gradcam
-        from bt_core.training import build_model
+        from bt_core import data
+        from bt_core.explain import gradcam
+        from bt_core.models.training import build_model
         a = self.a
         x1 = data.as_batch(self.dataset().images[:1])
         for kind in ("compact_cnn", "transfer"):
@@ -435,12 +437,13 @@ class Bench:
                      f"model.predict (what Predictor uses); {note}")
             self.row("latency", f"predict_on_batch 1 image, {kind}", b, "ms p50 / p95",
                      f"no per-call data pipeline; {note}")
-            self.row("latency", f"Grad-CAM 1 image, {kind}", g, "ms p50 / p95", f"bt_core.gradcam.explain; {note}")
+            self.row("latency", f"Grad-CAM 1 image, {kind}", g, "ms p50 / p95", f"bt_core.explain.gradcam.explain; {note}")
             del model
             gc.collect()
 
     def g_upload(self):
-        from bt_core import images, overlay
+        from bt_core.data import images
+        from bt_core.explain import overlay
         a, pr = self.a, self.predictors()
         png = self.upload_png().read_bytes()
 

@@ -1,10 +1,19 @@
 """bt_core: brain tumour detection on MRI slices with CNNs (Jardim et al., Br35H), and beyond.
 
-Modules, one concept each: ``images`` (safe decoding), ``data`` (folders and cache), ``splits``
-(holdout, k-fold, near-duplicate groups), ``models``, ``lite0`` (offline ImageNet backbone),
-``training``, ``metrics``, ``calibration``, ``stats``, ``gradcam`` and ``overlay``, ``ood``,
-``runs`` (registry), ``inference``, ``launcher`` and ``cli``. Nothing here imports streamlit.
-Results are decision support, not a diagnosis.
+Grouped by concept, as MONAI is:
+
+- ``bt_core.data``: decoding (``images``), labelled folders and their cache (``folders``), model input
+  (``prepare``), splits (``splits``), degradations (``degrade``).
+- ``bt_core.models``: networks (``networks``), the offline backbone (``lite0``), fitting and the paper's
+  protocol (``training``), several devices (``distribute``).
+- ``bt_core.evaluation``: ``metrics``, ``stats``, ``calibration``, ``posthoc``, ``ood``, ``probes``,
+  ``figures``, ``plots``, ``reproduce``.
+- ``bt_core.explain``: ``gradcam`` (the maths) and ``overlay`` (the picture).
+- ``bt_core.serving``: ``inference`` (answers) and ``launcher`` (training jobs from the app).
+- top level: ``config`` (run configuration, no keras), ``errors``, ``runs`` (registry) and ``cli``
+  (``python -m bt_core``), which calls the rest; nothing imports ``cli``.
+
+Nothing here imports streamlit. Results are decision support, not a diagnosis.
 """
 import os as _os
 

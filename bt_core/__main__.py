@@ -1,6 +1,6 @@
 """Entry point for ``python -m bt_core``."""
 import sys
 
-from .cli import main
+from bt_core.cli import main
 
 sys.exit(main())

@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BTError, ConfigError
+from bt_core.errors import BTError, ConfigError
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from .config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
+    from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", required=True, help="two-class folder (yes/ = tumour, no/ = no tumour)")
@@ -50,7 +50,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fine-tune-from", default="", metavar="LAYER",
                    help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
-    # --- several devices (bt_core.distribute) ---
+    # --- several devices (bt_core.models.distribute) ---
     p.add_argument("--data-parallel", action="store_true", help="train each model on all visible GPUs")
     p.add_argument("--parallel-folds", action="store_true",
                    help="cv: run the folds in parallel, one process per visible GPU (sequential without GPUs)")
@@ -62,7 +62,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from .config import TrainConfig
+    from bt_core.config import TrainConfig
 
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
@@ -89,7 +89,8 @@ def _progress_printer(path: str | None):
 
 
 def cmd_train(args, mode: str) -> int:
-    from . import data, runs, training
+    from bt_core import data, runs
+    from bt_core.models import training
 
     cfg = _config(args)
     report = _progress_printer(args.progress_file)
@@ -97,11 +98,11 @@ def cmd_train(args, mode: str) -> int:
     # decoded at the canonical size, so near-duplicate groups (hence the split) never depend on the model
     ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes,
                           progress=lambda i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None)
-    fold_records = None  # --- several devices (bt_core.distribute) ---
+    fold_records = None  # --- several devices (bt_core.models.distribute) ---
     if args.only_fold is not None and not args.out:
         raise ConfigError("--only-fold saves a partial run: give it --out DIR (a scratch folder)")
     if args.parallel_folds:
-        from .distribute import folds_from_cli
+        from bt_core.models.distribute import folds_from_cli
         fold_records = folds_from_cli(args, build_parser(), mode, cfg.folds, report)
     model, record = training.run_protocol(cfg, ds, mode, report, only_fold=args.only_fold, fold_records=fold_records)
     if args.only_fold is not None:
@@ -121,8 +122,8 @@ def cmd_train(args, mode: str) -> int:
 
 def default_run(kind: str = "transfer") -> str:
     """The shipped run of a kind ("transfer" or "cnn"), from trained_models/shipped.json."""
-    from . import runs
-    from .errors import ModelError
+    from bt_core import runs
+    from bt_core.errors import ModelError
 
     listed = runs.shipped()
     if kind not in listed:
@@ -132,8 +133,9 @@ def default_run(kind: str = "transfer") -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from . import data, metrics
-    from .inference import Predictor
+    from bt_core import data
+    from bt_core.evaluation import metrics
+    from bt_core.serving.inference import Predictor
 
     pred = Predictor(args.model or default_run())
     ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes)
@@ -156,7 +158,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import DISCLAIMER, images
+    from bt_core import DISCLAIMER
+    from bt_core.data import images
 
     loaded, errors = [], []
     for f in args.files:
@@ -167,13 +170,13 @@ def cmd_predict(args) -> int:
             print(f"error: {err}", file=sys.stderr)
     results = []
     if loaded:  # keras is imported only when there is something to score
-        from .inference import Predictor
+        from bt_core.serving.inference import Predictor
         pred = Predictor(args.model or default_run())
         for img, ans in zip(loaded, pred.answer([i.pixels for i in loaded], [i.name for i in loaded], args.threshold)):
             ans.notes = list(img.notes)
             results.append(ans.to_dict())
         if args.gradcam:
-            from . import overlay
+            from bt_core.explain import overlay
             out_dir = Path(args.gradcam)
             out_dir.mkdir(parents=True, exist_ok=True)
             for img, heat in zip(loaded, pred.explain([i.pixels for i in loaded])):
@@ -192,7 +195,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from . import data, splits
+    from bt_core import data
+    from bt_core.data import splits
 
     ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes)
     bits = splits.dhash_bits(ds.images)
@@ -215,7 +219,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from . import runs
+    from bt_core import runs
 
     for r in runs.list_runs(args.out):
         m = r.get("test") or {}
@@ -282,10 +286,10 @@ def main(argv=None) -> int:
         if args.command in ("train", "cv"):
             return cmd_train(args, args.command)
         if args.command == "reproduce":
-            from .reproduce import main as reproduce_main
+            from bt_core.evaluation.reproduce import main as reproduce_main
             return reproduce_main(args)
         if args.command == "calibrate":
-            from .posthoc import calibrate
+            from bt_core.evaluation.posthoc import calibrate
             print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile), default=float, indent=1))
             return 0
         return {"evaluate": cmd_evaluate, "predict": cmd_predict, "audit": cmd_audit, "runs": cmd_runs}[args.command](args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer")
 BACKBONES = ("efficientnet_lite0", "resnet50v2")
@@ -42,12 +42,12 @@ class TrainConfig:
     head_pool: int = 0
     pooling: str = "avg"  # transfer: "avg" (last map) or "multiscale" (maps of several depths)
     mirror: bool = False  # transfer: average the feature map of the image and of its mirror image
-    degrade_copies: int = 0  # K randomly degraded copies of each training image (bt_core.degrade), 0: none
+    degrade_copies: int = 0  # K randomly degraded copies of each training image (bt_core.data.degrade), 0: none
     fine_tune_layers: int = 0
     fine_tune_from: str = ""
     cache_features: bool = True
     mixed_precision: bool = False
-    data_parallel: bool = False  # bt_core.distribute.data_parallel: one model on all visible GPUs
+    data_parallel: bool = False  # bt_core.models.distribute.data_parallel: one model on all visible GPUs
     max_distance: int = DEFAULT_MAX_DISTANCE
 
     def validate(self) -> "TrainConfig":

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ModelError
+from bt_core.errors import ModelError
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
@@ -165,7 +165,7 @@ def load_model(run: str | os.PathLike, root=None):
     """The run's Keras model, loaded with ``safe_mode=True``."""
     import keras
 
-    from . import models  # noqa: F401  (registers custom layers)
+    from bt_core.models import networks  # noqa: F401  (registers custom layers)
 
     folder = resolve(run, root)
     path = folder / MODEL_FILE

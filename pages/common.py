@@ -15,7 +15,7 @@ import streamlit as st
 
 from bt_core import runs
 from bt_core.errors import BTError
-from bt_core.inference import DISCLAIMER, Predictor
+from bt_core.serving.inference import DISCLAIMER, Predictor
 
 KIND_NAMES = runs.SHIPPED_KINDS
 

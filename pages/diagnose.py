@@ -18,7 +18,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from bt_core import images, overlay
+from bt_core.data import images
+from bt_core.explain import overlay
 from bt_core.errors import BTError
 from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
 

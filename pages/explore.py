@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bt_core import metrics, plots, stats
+from bt_core.evaluation import metrics, plots, stats
 from bt_core.errors import BTError
 from pages.common import disclaimer, pick_runs
 

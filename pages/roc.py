@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bt_core import calibration, metrics, plots, stats
+from bt_core.evaluation import calibration, metrics, plots, stats
 from bt_core.errors import BTError
 from pages.common import disclaimer, pick_runs
 

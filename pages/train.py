@@ -1,4 +1,4 @@
-"""Train a model from the app: a thin page over :mod:`bt_core.launcher`.
+"""Train a model from the app: a thin page over :mod:`bt_core.serving.launcher`.
 
 Off unless an operator enables it (``BT_ENABLE_TRAINING=1`` or the secret ``enable_training = true``).
 One job at a time runs in the background; its progress refreshes every 2 seconds; a finished job's
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from bt_core import launcher, runs
+from bt_core.serving import launcher
+from bt_core import runs
 from bt_core.errors import BTError
 from pages import common  # noqa: F401  (routes a first request straight to /train through st.navigation)
 

@@ -13,7 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bt_core import data, runs, training
+from bt_core import data, runs
+from bt_core.models import training
 
 from conftest import make_folder
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import CNN_ID, CNN_THRESHOLD, TRANSFER_ID, build_registry
-from bt_core.inference import DISCLAIMER, Predictor
+from bt_core.serving.inference import DISCLAIMER, Predictor
 from conftest import blob_image
 
 pytest.importorskip("streamlit.testing.v1")

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_folder
 from streamlit.testing.v1 import AppTest
 
-from bt_core import launcher
+from bt_core.serving import launcher
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
 FAKE = str(Path(__file__).with_name("fake_trainer.py"))

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import build_registry, wait_healthy
-from bt_core.inference import DISCLAIMER
+from bt_core.serving.inference import DISCLAIMER
 from conftest import blob_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]

@@ -1,4 +1,4 @@
-"""Tests for bt_core.calibration: ECE by hand, reliability vs sklearn, temperature scaling."""
+"""Tests for bt_core.evaluation.calibration: ECE by hand, reliability vs sklearn, temperature scaling."""
 
 
 import numpy as np
@@ -7,7 +7,7 @@ from scipy.special import expit
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss
 
-from bt_core.calibration import (
+from bt_core.evaluation.calibration import (
     apply_temperature, expected_calibration_error, fit_temperature, reliability_curve,
 )
 from bt_core.errors import ConfigError, DataError

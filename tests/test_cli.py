@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bt_core import data, runs, training
+from bt_core import data, runs
+from bt_core.models import training
 from bt_core.cli import main
 from test_images import bomb_png, dicom
 from pydicom.encaps import encapsulate

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from bt_core import data, degrade, training
+from bt_core import data
+from bt_core.data import degrade
+from bt_core.models import training
 
 
 def _textured(n=3, size=48, seed=0):

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from bt_core import cli, data, distribute, training
+from bt_core import cli, data
+from bt_core.models import distribute, training
 from bt_core.errors import BTError, ConfigError
 
 from conftest import make_folder
@@ -19,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TWO_DEVICES = textwrap.dedent("""
     import dataclasses, json, sys
-    from bt_core import distribute
+    from bt_core.models import distribute
     names = distribute.fake_cpu_devices(2)  # before TensorFlow initialises its devices
     import numpy as np
     from conftest import blob_image
-    from bt_core import models, training
+    from bt_core.models import networks, training
 
     rng = np.random.default_rng(0)
     y = np.array([0, 1] * 16)
@@ -32,8 +33,8 @@ TWO_DEVICES = textwrap.dedent("""
                                data_parallel=True)
     model, hist = training.fit(cfg, x[:24], y[:24], x[24:], y[24:])
     single, hist1 = training.fit(dataclasses.replace(cfg, data_parallel=False), x[:24], y[:24], x[24:], y[24:])
-    heads, split_at = [], models.split_at
-    models.split_at = lambda *a, **k: heads.append(split_at(*a, **k)) or heads[-1]
+    heads, split_at = [], networks.split_at
+    networks.split_at = lambda *a, **k: heads.append(split_at(*a, **k)) or heads[-1]
     tcfg = training.TrainConfig(model="transfer", backbone_weights=None, image_size=32, epochs=1, batch_size=8,
                                 data_parallel=True)
     tmodel, thist = training.fit(tcfg, x[:16, :32, :32], y[:16])

@@ -1,4 +1,4 @@
-"""Fuzz bt_core.images.load_image with mutated JPEG, PNG and DICOM bytes (hypothesis).
+"""Fuzz bt_core.data.images.load_image with mutated JPEG, PNG and DICOM bytes (hypothesis).
 
 The only allowed outcomes are a LoadedImage holding a 2-D uint8 array or an ImageError with a
 one-line message naming the file. 1200 cases in all (400 per format), a few seconds.
@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from bt_core.errors import ImageError
-from bt_core.images import LoadedImage, load_image
+from bt_core.data.images import LoadedImage, load_image
 
 EXAMPLES = 400
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

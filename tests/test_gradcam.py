@@ -1,4 +1,4 @@
-"""Tests for bt_core.gradcam (heatmap maths, model side) and bt_core.overlay (colour + blending)."""
+"""Tests for bt_core.explain.gradcam (heatmap maths, model side) and bt_core.explain.overlay (colour + blending)."""
 
 import io
 
@@ -8,9 +8,9 @@ import pytest
 from keras import layers
 from PIL import Image
 
-from bt_core import gradcam
+from bt_core.explain import gradcam
 from bt_core.errors import ConfigError, ImageError, ModelError
-from bt_core.gradcam import (
+from bt_core.explain.gradcam import (
     explain,
     explain_with_prob,
     find_target_layer,
@@ -18,7 +18,7 @@ from bt_core.gradcam import (
     gradcam_pp_map,
     upsample,
 )
-from bt_core.overlay import colorize, overlay, to_png_bytes
+from bt_core.explain.overlay import colorize, overlay, to_png_bytes
 
 SIZE = 32
 

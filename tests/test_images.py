@@ -1,4 +1,4 @@
-"""bt_core.images: every file type and every way a file can be bad, all generated in memory."""
+"""bt_core.data.images: every file type and every way a file can be bad, all generated in memory."""
 import io
 import struct
 import time
@@ -15,9 +15,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
                          JPEGLosslessSV1, RLELossless)
 
-from bt_core import images
+from bt_core.data import images
 from bt_core.errors import ConfigError, ImageError
-from bt_core.images import (LoadedImage, load_image, normalize_intensity, safe_name,
+from bt_core.data.images import (LoadedImage, load_image, normalize_intensity, safe_name,
                             to_model_input)
 
 RNG = np.random.default_rng(0)

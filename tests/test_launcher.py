@@ -16,7 +16,8 @@ import psutil
 import pytest
 from conftest import make_folder
 
-from bt_core import launcher, runs
+from bt_core.serving import launcher
+from bt_core import runs
 from bt_core.errors import BTError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def test_bad_spec_is_a_one_line_config_error(env, change, words):
 
 def test_launcher_imports_no_backend():
     """The app process reads choices from bt_core.config, which loads no deep-learning backend."""
-    code = "import sys, bt_core.launcher; print([m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules])"
+    code = "import sys, bt_core.serving.launcher; print([m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"
 

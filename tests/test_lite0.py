@@ -1,4 +1,4 @@
-"""Tests for bt_core.lite0: EfficientNet-Lite0 architecture and its converted ImageNet weights.
+"""Tests for bt_core.models.lite0: EfficientNet-Lite0 architecture and its converted ImageNet weights.
 
 No torch needed. The ImageNet checks skip only when the converted weights file is absent.
 Preprocessing used here (what the weights expect): RGB, resized to 224 x 224 (native Lite0 size;
@@ -11,7 +11,7 @@ import pytest
 from skimage import data, transform
 
 from bt_core.errors import ConfigError, ModelError
-from bt_core.lite0 import default_weights_path, efficientnet_lite0, load_lite0_weights
+from bt_core.models.lite0 import default_weights_path, efficientnet_lite0, load_lite0_weights
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
@@ -85,7 +85,7 @@ def test_wrong_weights_file_raises(tmp_path):
     with pytest.raises(ModelError, match="not an EfficientNet-Lite0"):
         load_lite0_weights(model, bad)
     with h5py.File(bad, "a") as f:
-        f.attrs["format"] = "bt_core.lite0.v1"
+        f.attrs["format"] = "bt_core.models.lite0.v1"
     with pytest.raises(ModelError, match="shape"):
         load_lite0_weights(model, bad)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")

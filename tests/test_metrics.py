@@ -1,4 +1,4 @@
-"""Tests for bt_core.metrics: hand-computed counts, published Wilson CI, bootstrap, fold table."""
+"""Tests for bt_core.evaluation.metrics: hand-computed counts, published Wilson CI, bootstrap, fold table."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from bt_core.errors import BTError, ConfigError, DataError
-from bt_core.metrics import (
+from bt_core.evaluation.metrics import (
     binary_metrics, bootstrap_ci, confusion, fold_table, metrics_with_ci, roc_points,
     threshold_for_sensitivity, wilson_ci, youden_threshold,
 )

@@ -3,9 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from bt_core import data, ood, posthoc, runs, training
+from bt_core import data, runs
+from bt_core.evaluation import ood, posthoc
+from bt_core.models import training
 from bt_core.errors import ConfigError
-from bt_core.inference import Predictor
+from bt_core.serving.inference import Predictor
 
 
 def test_mahalanobis_flags_far_points_and_threshold_is_a_held_out_quantile():

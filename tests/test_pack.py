@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bt_core import data, training
+from bt_core import data
+from bt_core.models import training
 from bt_core.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent

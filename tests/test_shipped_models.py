@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bt_core import probes, runs
-from bt_core.inference import Predictor
+from bt_core.evaluation import probes
+from bt_core import runs
+from bt_core.serving.inference import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent / "trained_models"
 SHIPPED = ROOT / "shipped.json"

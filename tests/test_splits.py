@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bt_core import splits
+from bt_core.data import splits
 from bt_core.errors import ConfigError
 
 

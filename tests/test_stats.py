@@ -1,4 +1,4 @@
-"""Tests for bt_core.stats: t-tests vs scipy/hand, McNemar textbook values, DeLong vs O(n^2)."""
+"""Tests for bt_core.evaluation.stats: t-tests vs scipy/hand, McNemar textbook values, DeLong vs O(n^2)."""
 
 import math
 
@@ -8,7 +8,7 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 from bt_core.errors import ConfigError, DataError
-from bt_core.stats import (
+from bt_core.evaluation.stats import (
     corrected_resampled_ttest, delong_test, interpret, mcnemar_test, paired_ttest,
 )
 

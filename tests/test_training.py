@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from bt_core import data, models, runs, training
+from bt_core import data, runs
+from bt_core.models import networks, training
 from bt_core.errors import ConfigError, ModelError
 
 
@@ -25,14 +26,14 @@ def test_training_on_cached_activations_equals_end_to_end_training(cut):
     y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.float32)
 
     def build():
-        return models.transfer("efficientnet_lite0", weights=None, input_shape=(48, 48, 1), dropout=0.0, seed=7,
+        return networks.transfer("efficientnet_lite0", weights=None, input_shape=(48, 48, 1), dropout=0.0, seed=7,
                                fine_tune_from="" if cut == "pool" else cut)
 
-    end_to_end = models.compile_model(build(), 1e-3, jit_compile=False)
+    end_to_end = networks.compile_model(build(), 1e-3, jit_compile=False)
     end_to_end.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     cached = build()
-    feats, head = models.split_at(cached, cut)
-    models.compile_model(head, 1e-3, jit_compile=False)
+    feats, head = networks.split_at(cached, cut)
+    networks.compile_model(head, 1e-3, jit_compile=False)
     head.fit(feats.predict(x, verbose=0), y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     untrained = build().predict(x, verbose=0)
     a, b = end_to_end.predict(x, verbose=0), cached.predict(x, verbose=0)
@@ -64,7 +65,7 @@ def test_cv_protocol_writes_a_complete_run(tiny_folder, tmp_path):
 
 def test_registry_is_atomic_and_reports_broken_models(tmp_path, monkeypatch):
     root = tmp_path / "runs"
-    model = models.build("compact_cnn", (64, 64, 1))
+    model = networks.build("compact_cnn", (64, 64, 1))
 
     def boom(*a, **k):
         raise OSError("No space left on device")
@@ -93,7 +94,7 @@ def test_multiscale_head_standardises_features_fitted_on_the_training_set():
     cfg = training.TrainConfig(model="transfer", backbone_weights=None, image_size=48, epochs=1, batch_size=8,
                                pooling="multiscale", mirror=True)
     model, _ = training.fit(cfg, x, y)
-    feats = models.split_at_features(model)[0].predict(x, verbose=0)
+    feats = networks.split_at_features(model)[0].predict(x, verbose=0)
     norm = model.get_layer("feature_norm")
     np.testing.assert_allclose(np.asarray(norm.mean).reshape(-1), feats.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(norm(feats)).mean(0), 0, atol=1e-3)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bt_core import runs, stats
+from bt_core import runs
+from bt_core.evaluation import stats
 from bt_core.config import TrainConfig
 
 SHOWN = ("model", "image_size", "head_pool", "lr", "preprocess", "pooling", "mirror", "degrade_copies", "augment",

@@ -7,7 +7,7 @@ this script carries a minimal PyTorch reference of that architecture (loaded wit
 check the conversion numerically.
 
 Steps: map every tensor (conv OIHW -> HWIO, depthwise (C,1,h,w) -> (h,w,C,1), BN
-gamma/beta/mean/var, FC transposed) into ``bt_core.lite0.efficientnet_lite0(include_top=True)``;
+gamma/beta/mean/var, FC transposed) into ``bt_core.models.lite0.efficientnet_lite0(include_top=True)``;
 compare logits with PyTorch on seeded random inputs at 224 and 240 (fail if max abs diff > 1e-3);
 write float16 gzip HDF5 (one dataset per Keras weight, key ``layer/index``); reload the written
 file and compare again against PyTorch running the same float16-rounded weights.
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bt_core import lite0  # noqa: E402
+from bt_core.models import lite0  # noqa: E402
 
 TOLERANCE = 1e-3
 

@@ -3,7 +3,7 @@
 For each shipped model (trained_models/shipped.json), on its own held-out group-split test images:
 metrics at 0.5 and at the run's operating threshold, calibration (ECE before/after temperature),
 test-time augmentation (horizontal flip), the out-of-distribution check on those test images and
-on non-brain probe images (bt_core.probes), and "simulated other scanners": the same test images
+on non-brain probe images (bt_core.evaluation.probes), and "simulated other scanners": the same test images
 degraded (blur, noise, gamma, contrast, bias field, low resolution, JPEG artefacts, inverted
 contrast), with accuracy overall and on the images the OOD check accepts.
 
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bt_core import calibration, data, degrade, metrics, probes, runs
-from bt_core.inference import Predictor
+from bt_core.evaluation import calibration, metrics, probes
+from bt_core import data, runs
+from bt_core.data import degrade
+from bt_core.serving.inference import Predictor
 
 
 def evaluate(pred: Predictor, imgs, y) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bt_core import metrics
+from bt_core.evaluation import metrics
 
 
 def pct(x) -> str:
@@ -46,7 +46,7 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
              + (f", pooling `{cfg.get('pooling', 'avg')}`" if cfg["model"] == "transfer" else "")
              + (", features averaged over the image and its mirror image" if cfg.get("mirror") else "")
              + (f", trained also on {cfg['degrade_copies']} randomly degraded copies of each training image (blur, "
-                "noise, low resolution, JPEG; `bt_core.degrade`)" if cfg.get("degrade_copies") else ""),
+                "noise, low resolution, JPEG; `bt_core.data.degrade`)" if cfg.get("degrade_copies") else ""),
              f"- split: {cfg['split']} ({'leak-free: near-duplicates never straddle train and test' if cfg['split'] == 'group' else 'random, leaky'}), "
              f"seed {cfg['seed']}, {len(rec['split']['train_idx'])} train / {len(test['idx'])} test images",
              f"- {len(fold_acc)}-fold CV accuracy on the training part: " + ", ".join(pct(a) for a in fold_acc)

@@ -1,8 +1,8 @@
-"""Data: read a two-class image folder once, cache the decoded arrays on disk, hand out batches.
+"""Folders: read a two-class image folder once and cache the decoded arrays on disk (or a packed file).
 
 Layout (Br35H's): ``<root>/yes/`` holds tumour slices (label 1), ``<root>/no/`` the others
 (label 0); the class folder names are configurable. Every file goes through
-:func:`bt_core.images.load_image` (EXIF orientation, 16-bit, DICOM, ...), is resized to
+:func:`bt_core.data.images.load_image` (EXIF orientation, 16-bit, DICOM, ...), is resized to
 ``size`` x ``size`` (240, as in the paper) and kept as greyscale ``uint8``.
 
 Decoded arrays are cached in ``cache_dir`` (default ``$BT_CACHE_DIR`` or ``~/.cache/bt_core``) in
@@ -14,8 +14,8 @@ A data set can also be packed into one ``.npz`` of JPEG bytes (:func:`pack`, ``t
 45.6 MiB for Br35H at 240 px, JPEG quality 90), for a machine that cannot see the folder (a rented
 GPU). :func:`load_folder` takes such a file in place of a folder.
 
-Models take float32 batches of shape (N, size, size, channels) with raw values in [0, 255]
-(:func:`as_batch`); ``preprocess="percentile"`` applies per-image percentile clipping first.
+Preparing decoded images for a model (resize, intensity normalisation, batching) is
+:mod:`bt_core.data.prepare`, shared by training and inference.
 """
 from __future__ import annotations
 
@@ -28,14 +28,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import images
-from .errors import DataError
+from bt_core.data import images
+from bt_core.data.prepare import DEFAULT_SIZE, resize
+from bt_core.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"}
 DEFAULT_CLASSES = ("no", "yes")
-DEFAULT_SIZE = 240
 CACHE_VERSION = "1"
-from .config import PREPROCESS_CHOICES  # noqa: F401
 
 
 @dataclass
@@ -49,17 +48,37 @@ class Dataset:
     classes: tuple[str, str] = DEFAULT_CLASSES
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    # several sources (bt_core.data.sources): the source index of each image, its group (patient) and metadata
+    source: np.ndarray | None = None
+    source_names: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def source_of(self) -> np.ndarray:
+        """Name of the source of every image (the folder name for a one-folder data set)."""
+        if self.source is None:
+            return np.full(len(self.labels), Path(self.root).name or "data")
+        return np.asarray(self.source_names)[self.source]
+
+    def family_of(self) -> np.ndarray:
+        """Source family of every image (the unit of leave-one-source-out)."""
+        if self.source is None:
+            return self.source_of()
+        return np.asarray(self.families)[self.source]
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BT_CACHE_DIR", Path.home() / ".cache" / "bt_core"))
 
 
-def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSES):
-    """Return (relative paths, labels) of the images under ``root/<class>/``, sorted."""
+def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSES, both: bool = True):
+    """Return (relative paths, labels) of the images under ``root/<class>/``, sorted.
+
+    ``both=False`` accepts a folder with one class only (a set of healthy scans: ``no/`` alone)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
@@ -68,6 +87,8 @@ def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSE
     paths, labels = [], []
     for label, cls in enumerate(classes):
         folder = root / cls
+        if not folder.is_dir() and not both and any((root / c).is_dir() for c in classes):
+            continue
         if not folder.is_dir():
             raise DataError(f"class folder missing: {folder} (expected {root}/{classes[0]}/ and {root}/{classes[1]}/)")
         found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -75,7 +96,7 @@ def list_folder(root: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSE
         labels += [label] * len(found)
     if not paths:
         raise DataError(f"no images found in {root}/{classes[0]}/ or {root}/{classes[1]}/")
-    if len(set(labels)) < 2:
+    if both and len(set(labels)) < 2:
         raise DataError(f"only one class has images in {root}: need both {classes[0]}/ and {classes[1]}/")
     return paths, np.asarray(labels, dtype=np.int64)
 
@@ -95,12 +116,15 @@ def load_folder(
     classes: Sequence[str] = DEFAULT_CLASSES,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    both: bool = True,
 ) -> Dataset:
-    """Decode every image of a two-class folder (or read them from the cache), or of a packed file."""
+    """Decode every image of a two-class folder (or read them from the cache), or of a packed file.
+
+    ``both=False``: a folder with one class only is accepted (see :func:`list_folder`)."""
     if Path(root).suffix == ".npz" and Path(root).is_file():
         return load_packed(root, size, cache_dir)
     root = Path(root).resolve()
-    paths, labels = list_folder(root, classes)
+    paths, labels = list_folder(root, classes, both)
     key = _fingerprint(root, paths, labels)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_file = cache / f"{key}-{size}.npz"
@@ -153,37 +177,6 @@ def save_cache(path: Path, array: np.ndarray | None = None, **arrays) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
-
-
-def resize(pixels: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Resize a greyscale uint8 image to size x size (aspect not kept, as in the paper)."""
-    return images.to_model_input(pixels, size=size, channels=1)[..., 0].round().clip(0, 255).astype(np.uint8)
-
-
-def at_size(images_u8: np.ndarray, size: int) -> np.ndarray:
-    """(N, s, s) uint8 images at ``size`` x ``size``; the same array when they already are.
-
-    Every path (training, calibration, inference) decodes at :data:`DEFAULT_SIZE` first and then
-    comes here, so a model sees the same pixels whichever path fed it."""
-    images_u8 = np.asarray(images_u8)
-    if images_u8.shape[1:3] == (size, size):
-        return images_u8
-    return np.stack([resize(im, size) for im in images_u8])
-
-
-def normalize(batch_u8: np.ndarray, preprocess: str = "none") -> np.ndarray:
-    """Apply the per-image intensity step named by ``preprocess`` to (N, H, W) uint8 images."""
-    if preprocess not in PREPROCESS_CHOICES:
-        raise DataError(f"unknown preprocess {preprocess!r}; choose one of {', '.join(PREPROCESS_CHOICES)}")
-    if preprocess == "percentile":
-        return np.stack([images.normalize_intensity(im) for im in batch_u8])
-    return batch_u8
-
-
-def as_batch(images_u8: np.ndarray, channels: int = 1, preprocess: str = "none") -> np.ndarray:
-    """(N, H, W) uint8 -> float32 (N, H, W, channels) in [0, 255], ready for a model."""
-    x = normalize(np.asarray(images_u8), preprocess).astype(np.float32)[..., None]
-    return np.repeat(x, channels, axis=-1) if channels > 1 else x
 
 
 PACK_VERSION = 1

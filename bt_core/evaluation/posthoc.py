@@ -6,7 +6,7 @@
 - temperature scaling fitted on the out-of-fold predictions (Guo et al., 2017);
 - an operating threshold chosen on those calibrated out-of-fold predictions for a target
   sensitivity (default 0.98: a missed tumour costs more than a false alarm);
-- an out-of-distribution detector (:mod:`bt_core.ood`) on the model's penultimate features, its
+- an out-of-distribution detector (:mod:`bt_core.evaluation.ood`) on the model's penultimate features, its
   threshold at the 0.99 quantile of held-out (out-of-fold) scores;
 
 then reports, on the untouched test part, ECE before and after, sensitivity and specificity at the
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import calibration, data, metrics, ood, runs
-from .errors import ConfigError
-from .config import TrainConfig
+from bt_core.evaluation import calibration, metrics, ood
+from bt_core import data, runs
+from bt_core.errors import ConfigError
+from bt_core.config import TrainConfig
 
 
 def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantile: float = 0.99,

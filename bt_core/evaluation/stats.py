@@ -30,7 +30,7 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 
 from bt_core.errors import ConfigError, DataError
-from bt_core.metrics import check_binary
+from bt_core.evaluation.metrics import check_binary
 
 
 def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ uses pixel-wise weights; we use its closed form for an exponential score ``exp(S
 Layout: the maths (:func:`gradcam_map`, :func:`gradcam_pp_map`, :func:`upsample`) is plain numpy;
 the model side (:func:`explain`) only extracts ``A`` and ``dS/dA``; the gradient is the one
 backend-specific function (:func:`_gradients`: TensorFlow, JAX or PyTorch). Colouring and blending
-are in :mod:`bt_core.overlay`.
+are in :mod:`bt_core.explain.overlay`.
 
 Defaults: method ``"gradcam"``; target ``"tumour"``, whose score is the pre-sigmoid output of the
 layer named ``"logit"`` (``"no_tumour"`` uses its negative); the target layer is the last

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, figures, metrics, runs, splits, stats, training
-from .errors import ConfigError
+from bt_core import data, runs
+from bt_core.evaluation import figures, metrics, stats
+from bt_core.data import splits
+from bt_core.models import training
+from bt_core.errors import ConfigError
 
 PAPER = {  # Jardim et al., test set (600 images) and Table 1 means
     "paper_cnn": {"accuracy": 0.9967, "sensitivity": 1.0, "specificity": 0.9934, "auc": 0.9994, "cv_mean": 0.9766},
@@ -62,7 +65,7 @@ def get_run(model: str, split: str, ds, args, out: Path):
         print(f"== reusing {found['id']}", flush=True)
         return found
     print(f"== {rid}", flush=True)
-    from .cli import _progress_printer
+    from bt_core.cli import _progress_printer
     model_obj, record = training.run_protocol(cfg, ds, "cv", _progress_printer(None))
     runs.save_run(record, model_obj, out, run_id=rid)
     return runs.load_run(out / rid)
@@ -93,7 +96,7 @@ def _pair_stats(a: dict, b: dict) -> dict:
 
 def _gradcam_examples(records: dict, ds, report_dir: Path) -> list[str]:
     """Figures 6 and 7: a true positive and a true negative, both models' Grad-CAM."""
-    from . import gradcam, overlay
+    from bt_core.explain import gradcam, overlay
 
     names = list(records)
     first = records[names[0]]

@@ -6,7 +6,7 @@ but the split is group-aware (leak-free) unless ``split="random"`` is asked for.
 A frozen transfer model (no fine-tuning, no augmentation) is trained on cached backbone features:
 each image goes through the backbone once and only the head trains, which gives the same model as
 training end to end, many times faster. With ``degrade_copies=K`` every fit also trains on K randomly
-degraded copies of each of its training images (:mod:`bt_core.degrade`; their features cached too).
+degraded copies of each of its training images (:mod:`bt_core.data.degrade`; their features cached too).
 The returned run record holds the config, split indices, per-epoch histories, per-fold validation
 metrics, out-of-fold and test predictions, wall time, backend and hardware; :mod:`bt_core.runs`
 writes it to disk with the model.
@@ -22,10 +22,12 @@ from typing import Callable
 import keras
 import numpy as np
 
-from . import data as data_mod
-from . import metrics, models, splits
-from .config import TrainConfig  # noqa: F401  (re-exported)
-from .errors import ConfigError
+from bt_core import data as data_mod
+from bt_core.evaluation import metrics
+from bt_core.models import networks
+from bt_core.data import splits
+from bt_core.config import TrainConfig  # noqa: F401  (re-exported)
+from bt_core.errors import ConfigError
 
 Progress = Callable[[dict], None]
 
@@ -38,7 +40,7 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     if cfg.model == "transfer":
         kw.update(backbone=cfg.backbone, weights=cfg.backbone_weights, fine_tune_layers=cfg.fine_tune_layers,
                   fine_tune_from=cfg.fine_tune_from, pooling=cfg.pooling, mirror=cfg.mirror)
-    return models.compile_model(models.build(cfg.model, shape, **kw), cfg.lr)
+    return networks.compile_model(networks.build(cfg.model, shape, **kw), cfg.lr)
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -65,11 +67,11 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
     ``x_val`` (a pair), computed once for all folds (:func:`backbone_features`); ``x_train`` may
     then be None.
     ``cfg.data_parallel``: build, compile and train (the head too) under
-    :func:`bt_core.distribute.data_parallel`.
+    :func:`bt_core.models.distribute.data_parallel`.
     """
     cfg.validate()
-    if cfg.data_parallel:  # --- data parallel hook (bt_core.distribute) ---
-        from .distribute import data_parallel
+    if cfg.data_parallel:  # --- data parallel hook (bt_core.models.distribute) ---
+        from bt_core.models.distribute import data_parallel
 
         with data_parallel():
             return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
@@ -94,22 +96,22 @@ def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
     val = (x_val, y_val) if x_val is not None else None
     if cfg.uses_feature_cache:
-        extractor, head = models.split_at(model, cfg.feature_cut)
+        extractor, head = networks.split_at(model, cfg.feature_cut)
         if features is None:
             if progress:
                 progress({"event": "features", "stage": stage, "n": len(y_train) + (len(y_val) if val else 0)})
             features = (extractor.predict(x_train, batch_size=cfg.batch_size, verbose=0),
                         extractor.predict(x_val, batch_size=cfg.batch_size, verbose=0) if val else None)
         _adapt_feature_norm(model, features[0])
-        models.compile_model(head, cfg.lr)
+        networks.compile_model(head, cfg.lr)
         val = (features[1], y_val) if val else None
         hist = head.fit(features[0], y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         shuffle=True, callbacks=callbacks, verbose=verbose)
     else:
         if _feature_norm(model) is not None:
-            _adapt_feature_norm(model, models.split_at_features(model)[0].predict(x_train, batch_size=cfg.batch_size,
+            _adapt_feature_norm(model, networks.split_at_features(model)[0].predict(x_train, batch_size=cfg.batch_size,
                                                                                    verbose=0))
-            models.compile_model(model, cfg.lr)
+            networks.compile_model(model, cfg.lr)
         hist = model.fit(x_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                          shuffle=True, callbacks=callbacks, verbose=verbose)
     return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
@@ -129,7 +131,7 @@ def _adapt_feature_norm(model: keras.Model, features) -> None:
 
 def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Progress | None = None) -> np.ndarray:
     """Pooled backbone features of every image, computed once (and cached on disk by data fingerprint)."""
-    from .data import default_cache_dir
+    from bt_core.data import default_cache_dir
 
     key = (f"feat-{fingerprint}-{cfg.backbone}-{cfg.backbone_weights}-{cfg.feature_cut}-{cfg.image_size}"
            f"-{cfg.channels}-{cfg.preprocess}" + ("" if cfg.pooling == "avg" else f"-{cfg.pooling}")
@@ -139,7 +141,7 @@ def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Prog
         return np.load(path)
     if progress:
         progress({"event": "features", "stage": "backbone features", "n": len(x)})
-    extractor, _ = models.split_at(build_model(cfg), cfg.feature_cut)
+    extractor, _ = networks.split_at(build_model(cfg), cfg.feature_cut)
     feats = np.asarray(extractor.predict(x, batch_size=cfg.batch_size, verbose=0), np.float32)
     if fingerprint and cfg.backbone_weights == "default":
         data_mod.save_cache(path, feats)
@@ -182,7 +184,7 @@ def _degraded(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
     """
     if not cfg.degrade_copies:
         return None
-    from . import degrade
+    from bt_core.data import degrade
 
     progress({"event": "stage", "stage": f"degraded copies ({cfg.degrade_copies} per image)"})
     imgs, source = degrade.copies(data_mod.at_size(ds.images, cfg.image_size), cfg.degrade_copies, cfg.seed)
@@ -217,7 +219,7 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     ``mode="cv"``: k folds on the training part (validation metrics and out-of-fold predictions),
     then a final fit on the whole training part scored on the held-out test part.
     ``mode="train"``: only the final fit and the test.
-    Parallel folds (:mod:`bt_core.distribute`): ``only_fold=K`` runs fold K alone and returns
+    Parallel folds (:mod:`bt_core.models.distribute`): ``only_fold=K`` runs fold K alone and returns
     (None, record) without a final fit; ``fold_records`` (the children's records) replaces the
     folds, then the final fit and the test run as usual.
     """
@@ -247,7 +249,7 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     extra = _degraded(cfg, ds, report)
     train_set = lambda idx: _train_set(idx, x_all, y, feats, extra)  # noqa: E731
     if fold_records is not None:  # --- parallel folds: computed by child processes ---
-        from .distribute import merge_fold_records
+        from bt_core.models.distribute import merge_fold_records
 
         record["folds"], record["oof"] = merge_fold_records(fold_records, cfg.folds, train_idx, ds.fingerprint)
     elif mode == "cv":

@@ -1,6 +1,6 @@
 """Turn a heatmap into colours and blend it over an MRI slice (presentation only).
 
-The heatmap maths lives in :mod:`bt_core.gradcam`; this module only colours a map in [0, 1] and
+The heatmap maths lives in :mod:`bt_core.explain.gradcam`; this module only colours a map in [0, 1] and
 alpha-blends it over the image, the same split MONAI makes between computing class-activation maps
 (``monai.visualize.class_activation_maps``) and drawing them (``monai.visualize.utils``, e.g.
 ``blend_images``).

@@ -6,9 +6,9 @@
 - :func:`metric_bars`: accuracy, sensitivity, specificity and AUC side by side (Graphic 4).
 - :func:`confusion_heatmap`, :func:`threshold_tradeoff` (sensitivity and specificity against the
   threshold, with a marker at the chosen one), :func:`reliability_diagram` (with ECE).
-- :func:`fold_table_display`: :func:`bt_core.metrics.fold_table` as percentages for display.
+- :func:`fold_table_display`: :func:`bt_core.evaluation.metrics.fold_table` as percentages for display.
 
-The static PNG versions for reports are in :mod:`bt_core.figures`. No streamlit here. Defaults:
+The static PNG versions for reports are in :mod:`bt_core.evaluation.figures`. No streamlit here. Defaults:
 percentages on metric axes, a tumour call is ``prob >= threshold``, 10 calibration bins.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from . import calibration, metrics
+from bt_core.evaluation import calibration, metrics
 
 COLOURS = qualitative.Plotly
 BAR_METRICS = ("accuracy", "sensitivity", "specificity", "auc")

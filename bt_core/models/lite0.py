@@ -61,7 +61,7 @@ STAGES = (
 
 def default_weights_path():
     """Return ``<repo>/trained_models/backbones/efficientnet_lite0_imagenet.h5``."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     return repo / "trained_models" / "backbones" / "efficientnet_lite0_imagenet.h5"
 
 

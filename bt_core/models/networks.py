@@ -25,9 +25,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .errors import ConfigError, ModelError
+from bt_core.errors import ConfigError, ModelError
 
-from .config import BACKBONES, MODEL_KINDS  # noqa: F401
+from bt_core.config import BACKBONES, MODEL_KINDS  # noqa: F401
 DEFAULT_INPUT = (240, 240, 1)
 
 
@@ -131,7 +131,7 @@ def backbone_model(name: str = "efficientnet_lite0", weights="default", input_sh
             raise ModelError(f"ResNet50V2 weights {w!r} could not be loaded ({type(err).__name__}); offline? "
                              "use --backbone efficientnet_lite0, which ships its ImageNet weights") from None
     elif name == "efficientnet_lite0":
-        from . import lite0
+        from bt_core.models import lite0
 
         w = lite0.default_weights_path() if weights in ("default", "imagenet") else weights
         base = lite0.efficientnet_lite0(input_shape=input_shape, include_top=False, weights=w)

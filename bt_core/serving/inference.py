@@ -3,7 +3,7 @@
 A :class:`Predictor` loads a run's model once and applies the run's own preprocessing, its
 temperature (calibration, default 1) and its operating threshold (default 0.5; a run may store one
 chosen for a target sensitivity). Where the run carries an out-of-distribution detector
-(:mod:`bt_core.ood`), every answer says whether the image looks like what the model was trained on.
+(:mod:`bt_core.evaluation.ood`), every answer says whether the image looks like what the model was trained on.
 Results are decision support, not a diagnosis.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import data as data_mod
-from . import runs
-from .config import TrainConfig
+from bt_core import data as data_mod
+from bt_core import runs
+from bt_core.config import TrainConfig
 
-from . import DISCLAIMER  # noqa: F401  (re-exported)
+from bt_core import DISCLAIMER  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Predictor:
         self.threshold = float((self.record.get("operating_point") or {}).get("threshold", 0.5))
         self.ood = self.ood_stats = None
         if self.record.get("ood"):
-            from . import ood
+            from bt_core.evaluation import ood
             try:
                 self.ood = ood.OODDetector.load(self.record["dir"])
                 # one forward pass gives the probability and the features the check needs
@@ -84,7 +84,7 @@ class Predictor:
     def _calibrated(self, raw) -> np.ndarray:
         prob = np.asarray(raw, np.float64).reshape(-1)
         if self.temperature != 1.0:
-            from .calibration import apply_temperature
+            from bt_core.evaluation.calibration import apply_temperature
             prob = np.asarray(apply_temperature(prob, self.temperature), np.float64)
         return prob
 
@@ -111,7 +111,7 @@ class Predictor:
         if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
             scores = self.ood.score(np.asarray(feats, np.float64)) / self.ood.threshold
             if self.ood_stats is not None:
-                from .ood import image_statistics
+                from bt_core.evaluation.ood import image_statistics
                 scores = np.maximum(scores, self.ood_stats.score(image_statistics(resized)) / self.ood_stats.threshold)
             flags = scores > 1.0
         return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
@@ -122,7 +122,7 @@ class Predictor:
                            target: str = "tumour") -> tuple[list[Answer], np.ndarray]:
         """:meth:`answer` and :meth:`explain` from one forward pass: the Grad-CAM pass also gives
         the probability and the out-of-distribution features."""
-        from . import gradcam
+        from bt_core.explain import gradcam
         names, thr, resized, x = self._prepare(pixels_list, names, threshold)
         layer = self.record["ood"]["layer"] if self.ood is not None else None
         maps, raw, feats = gradcam.explain_all(self.model, x, target=target, method=method, feature_layer=layer)
@@ -130,5 +130,5 @@ class Predictor:
 
     def explain(self, pixels_list, method: str = "gradcam", target: str = "tumour") -> np.ndarray:
         """Grad-CAM (or Grad-CAM++) maps at the model's input size, (N, size, size) in [0, 1]."""
-        from . import gradcam
+        from bt_core.explain import gradcam
         return gradcam.explain(self.model, self.batch(pixels_list), target=target, method=method)

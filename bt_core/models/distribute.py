@@ -1,7 +1,7 @@
 """More than one device: one model trained data parallel, or the k folds run in parallel, one process a GPU.
 
 - :func:`data_parallel` is a context manager under which a model is built, compiled and trained
-  (``TrainConfig(data_parallel=True)`` / ``--data-parallel`` do this in :func:`bt_core.training.fit`).
+  (``TrainConfig(data_parallel=True)`` / ``--data-parallel`` do this in :func:`bt_core.models.training.fit`).
   Default: every visible GPU (``n_devices`` caps it); without GPUs, every logical CPU device, which
   is one unless faked. JAX: Keras' own distribution API, ``keras.distribution.DataParallel``, set
   globally and the previous distribution restored on exit. TensorFlow: ``tf.distribute.MirroredStrategy``
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import keras
 
-from .errors import BTError, ConfigError
+from bt_core.errors import BTError, ConfigError
 
 MODULE_CMD = (sys.executable, "-m", "bt_core")
 CHILD_DROPS = ("help", "only_fold", "parallel_folds", "out", "progress_file", "label")
@@ -154,7 +154,7 @@ def fold_jobs(argv_base: list[str], folds: int, gpus: list, out_dir="bt-folds",
     if list(argv_base[:1]) != ["cv"]:
         raise ConfigError("parallel folds run the cv command: argv_base must start with 'cv'")
     out = Path(out_dir)
-    root = str(Path(__file__).resolve().parent.parent)  # so the children import this bt_core
+    root = str(Path(__file__).resolve().parents[2])  # so the children import this bt_core
     path = os.environ.get("PYTHONPATH")
     base_env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
     jobs = []

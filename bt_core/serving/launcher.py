@@ -29,11 +29,11 @@ from pathlib import Path
 
 import psutil
 
-from . import runs
-from .config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS
-from .errors import BTError, ConfigError
+from bt_core import runs
+from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS
+from bt_core.errors import BTError, ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHILD_PROGRAM = [sys.executable, "-m", "bt_core"]
 CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
            "augment": (False, True), "preprocess": PREPROCESS_CHOICES, "pooling": POOLING_CHOICES,
@@ -105,7 +105,7 @@ class JobSpec:
     preprocess: str = "none"
     pooling: str = "avg"  # transfer only
     mirror: bool = False  # transfer only
-    degrade_copies: int = 0  # K degraded copies of each training image (bt_core.degrade)
+    degrade_copies: int = 0  # K degraded copies of each training image (bt_core.data.degrade)
 
     def validate(self, roots=None) -> "JobSpec":
         """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""

@@ -30,7 +30,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit
 
 from bt_core.errors import ConfigError, DataError
-from bt_core.metrics import check_binary
+from bt_core.evaluation.metrics import check_binary
 
 EPS = 1e-7
 T_BOUNDS = (0.05, 20.0)

@@ -20,9 +20,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from .errors import ConfigError
+from bt_core.errors import ConfigError
 
-from .config import DEFAULT_MAX_DISTANCE, SPLIT_KINDS  # noqa: F401
+from bt_core.config import DEFAULT_MAX_DISTANCE, SPLIT_KINDS  # noqa: F401
 HASH_SIZE = 16
 
 

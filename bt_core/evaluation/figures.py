@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import metrics  # noqa: E402
+from bt_core.evaluation import metrics  # noqa: E402
 
 
 def _save(fig, path) -> Path:

@@ -1,0 +1,84 @@
+"""Augment: random changes of a slice that another scanner, hospital or viewer could have made.
+
+For training models that must hold up on sources they never saw (issue 13). :func:`random_view`
+draws, for one greyscale uint8 image and its tumour mask (the same geometry for both):
+
+- geometry: a rotation by 0, 90, 180 or 270 degrees (some sources store slices upside down or on
+  their side; each with probability 1/4), a left-right flip (1/2), a small rotation (+-15 degrees),
+  a crop-and-zoom to 80-100% of the side (1/2);
+- intensity: gamma 0.6-1.6, contrast x0.6-1.4, a smooth bias field (1/3 each);
+- texture: one or more of blur, noise, low resolution and JPEG artefacts
+  (:func:`bt_core.data.degrade.random_degrade`, 1/2).
+
+:func:`views` makes K such views of every image of a data set, seeded, with the source index of
+each view, so only views of training images are trained on.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from bt_core.data import degrade
+
+
+def _geometry(rng: np.random.Generator, size: int) -> dict:
+    return {"rot90": int(rng.integers(4)), "flip": bool(rng.random() < 0.5),
+            "angle": float(rng.uniform(-15, 15)) if rng.random() < 0.5 else 0.0,
+            "crop": float(rng.uniform(0.8, 1.0)) if rng.random() < 0.5 else 1.0,
+            "offset": rng.uniform(0, 1, 2)}
+
+
+def _apply_geometry(im: np.ndarray, g: dict, resample) -> np.ndarray:
+    out = np.rot90(im, g["rot90"])
+    if g["flip"]:
+        out = out[:, ::-1]
+    h, w = out.shape
+    pil = Image.fromarray(np.ascontiguousarray(out))
+    if g["angle"]:
+        pil = pil.rotate(g["angle"], resample=resample, fillcolor=0)
+    if g["crop"] < 1.0:
+        ch, cw = int(h * g["crop"]), int(w * g["crop"])
+        y0, x0 = int((h - ch) * g["offset"][0]), int((w - cw) * g["offset"][1])
+        pil = pil.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), resample)
+    return np.asarray(pil)
+
+
+def _intensity(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = im.astype(np.float64) / 255.0
+    if rng.random() < 1 / 3:
+        x = x ** rng.uniform(0.6, 1.6)
+    if rng.random() < 1 / 3:
+        x = 0.5 + rng.uniform(0.6, 1.4) * (x - 0.5)
+    out = np.clip(x * 255, 0, 255).astype(np.uint8)
+    if rng.random() < 1 / 3:
+        out = degrade.bias_field(out, rng)
+    return out
+
+
+def random_view(im: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator):
+    """One random view of ``im`` (uint8, H x W) and of its mask (uint8, any size, or None) -> (image, mask)."""
+    g = _geometry(rng, im.shape[0])
+    out = _apply_geometry(np.asarray(im, np.uint8), g, Image.BILINEAR)
+    out = _intensity(out, rng)
+    if rng.random() < 0.5:
+        out = degrade.random_degrade(out, rng)
+    m = _apply_geometry(np.asarray(mask, np.uint8), g, Image.BILINEAR) if mask is not None else None
+    return out, m
+
+
+def views(images_u8: np.ndarray, k: int, seed: int = 0, masks: np.ndarray | None = None):
+    """K random views of each image -> (views (N*K, H, W) uint8, masks of the views or None, source index).
+
+    View j of image i is row ``i * k + j``; the draws depend only on ``seed``."""
+    images_u8 = np.asarray(images_u8, np.uint8)
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    rng = np.random.default_rng(seed)
+    source = np.repeat(np.arange(len(images_u8)), k)
+    out = np.empty((len(source), *images_u8.shape[1:]), np.uint8)
+    out_m = np.empty((len(source), *masks.shape[1:]), np.uint8) if masks is not None else None
+    for row, i in enumerate(source):
+        out[row], m = random_view(images_u8[i], masks[i] if masks is not None else None, rng)
+        if out_m is not None:
+            out_m[row] = m
+    return out, out_m, source

@@ -1,0 +1,9 @@
+"""Evaluation and statistics: metrics, tests, calibration, the out-of-distribution check, figures, reports.
+
+- :mod:`~bt_core.evaluation.metrics`: accuracy, sensitivity, specificity, AUC with confidence intervals.
+- :mod:`~bt_core.evaluation.stats`: paired and corrected t-tests, McNemar, DeLong.
+- :mod:`~bt_core.evaluation.calibration`, :mod:`~bt_core.evaluation.posthoc`: temperature, operating point.
+- :mod:`~bt_core.evaluation.ood`, :mod:`~bt_core.evaluation.probes`: unlike-the-training-data check and probes.
+- :mod:`~bt_core.evaluation.figures` (PNG, matplotlib), :mod:`~bt_core.evaluation.plots` (plotly).
+- :mod:`~bt_core.evaluation.reproduce`: the paper's whole protocol -> ``reports/reproduction.md``.
+"""

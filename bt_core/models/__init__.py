@@ -1,0 +1,7 @@
+"""Models and training: the networks, the offline Lite0 backbone, fitting and the paper's protocol, devices.
+
+- :mod:`~bt_core.models.networks`: the paper's CNNs and the transfer models (``keras`` only).
+- :mod:`~bt_core.models.lite0`: EfficientNet-Lite0 in Keras with converted ImageNet weights.
+- :mod:`~bt_core.models.training`: one fit, or the paper's protocol (k-fold CV, final fit, test), as a run.
+- :mod:`~bt_core.models.distribute`: data parallel training and folds in parallel across GPUs.
+"""

@@ -1,0 +1,110 @@
+"""Patch model: a transfer model that scores every cell of the slice and pools them into one answer.
+
+EfficientNet-Lite0 (ImageNet weights, :mod:`bt_core.models.lite0`) is cut after ``block10_add``
+(stride 16: a 15 x 15 map of 112 channels at 240 px). A small head gives each cell a tumour logit
+(``patch_logit``, a 15 x 15 map); the image's logit is their smooth maximum (log-sum-exp pooling,
+:class:`LSEPool`), then ``Dense(1, name="logit")`` and ``Activation("sigmoid", name="prob")`` as
+every model here. So the answer is "is there a tumour *somewhere*", and the cell map says where.
+
+Training signal (:func:`masked_bce`): the image label for every image, plus, where an expert mask
+exists (LGG, BraTS) or the slice has no tumour (every ``no`` slice), a per-cell target: the share of
+the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the image logit only
+(multiple-instance learning). Fine-tuning: blocks ``FINE_TUNE_FROM`` + 1 .. 10 train (BatchNorm
+frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
+
+Defaults: 240 px, head 64 channels, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from bt_core.models import networks
+
+CUT = "block10_add"
+FINE_TUNE_FROM = "block07_add"
+MAP_SIZE = 15  # cells per side at 240 px
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+class LSEPool(layers.Layer):
+    """Smooth maximum of a (N, H, W, 1) logit map -> (N, 1): log(mean(exp(r * s))) / r."""
+
+    def __init__(self, r: float = 4.0, **kw):
+        super().__init__(**kw)
+        self.r = float(r)
+
+    def call(self, s):
+        flat = ops.reshape(s, (ops.shape(s)[0], -1))
+        n = ops.cast(ops.shape(flat)[1], flat.dtype)
+        return ops.expand_dims((ops.logsumexp(self.r * flat, axis=1) - ops.log(n)) / self.r, -1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "r": self.r}
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+def masked_bce(y_true, y_pred):
+    """Per-cell binary cross-entropy on logits where the target is known: ``y_true[..., 0]`` the
+    tumour share of the cell, ``y_true[..., 1]`` 1 where it is known, 0 where not."""
+    target, known = y_true[..., 0:1], y_true[..., 1:2]
+    loss = ops.maximum(y_pred, 0) - y_pred * target + ops.log1p(ops.exp(-ops.abs(y_pred)))
+    return ops.sum(loss * known, axis=(1, 2, 3)) / (ops.sum(known, axis=(1, 2, 3)) + 1e-6)
+
+
+def build(weights="default", image_size: int = 240, head_units: int = 64, dropout: float = 0.3,
+          lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42) -> keras.Model:
+    """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}."""
+    keras.utils.set_random_seed(seed)
+    full = networks.backbone_model("efficientnet_lite0", weights, (image_size, image_size, 3))
+    trunk = keras.Model(full.input, full.get_layer(CUT).output, name="backbone")
+    if fine_tune:
+        networks.set_trainable_after(trunk, FINE_TUNE_FROM)
+    else:
+        trunk.trainable = False
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    x = networks.GreyToRGB(name="grey_to_rgb")(inputs)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    x = trunk(x)
+    x = layers.Conv2D(head_units, 1, activation="relu", name="patch_conv")(x)
+    x = layers.Dropout(dropout, name="patch_dropout")(x)
+    cells = layers.Conv2D(1, 1, name="patch_logit")(x)
+    pooled = LSEPool(lse_r, name="lse_pool")(cells)
+    logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
+    prob = layers.Activation("sigmoid", name="prob")(logit)
+    return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="patch_lite0")
+
+
+def answer_model(model: keras.Model) -> keras.Model:
+    """The same layers with the probability as the only output (what inference and Grad-CAM call)."""
+    return keras.Model(model.inputs, model.get_layer("prob").output, name=model.name + "_answer")
+
+
+def split(model: keras.Model):
+    """(lower: image -> activations at FINE_TUNE_FROM, upper: activations -> outputs), sharing layers."""
+    trunk = model.get_layer("backbone")
+    mid = trunk.get_layer(FINE_TUNE_FROM).output
+    lower_trunk, upper_trunk = keras.Model(trunk.input, mid), keras.Model(mid, trunk.output)
+    inp = keras.Input(model.inputs[0].shape[1:], name="image_in")
+    x = inp
+    for name in ("grey_to_rgb", "rescale"):
+        x = model.get_layer(name)(x)
+    lower = keras.Model(inp, lower_trunk(x), name="lower")
+    a = keras.Input(mid.shape[1:], name="activations_in")
+    x = upper_trunk(a)
+    for name in ("patch_conv", "patch_dropout"):
+        x = model.get_layer(name)(x)
+    cells = model.get_layer("patch_logit")(x)
+    prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
+    return lower, keras.Model(a, {"prob": prob, "patch_logit": cells}, name="upper")
+
+
+def compile_upper(upper: keras.Model, lr: float = 3e-4, mask_weight: float = 1.0) -> keras.Model:
+    upper.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss={"prob": "binary_crossentropy", "patch_logit": masked_bce},
+                  loss_weights={"prob": 1.0, "patch_logit": mask_weight},
+                  metrics={"prob": [keras.metrics.BinaryAccuracy(name="accuracy")]})
+    return upper
