@@ -18,5 +18,6 @@ st.navigation([
     st.Page("pages/diagnose.py", title="Check slices", icon=":material/radiology:", default=True),
     st.Page("pages/explore.py", title="Cross-validation", icon=":material/table_chart:"),
     st.Page("pages/roc.py", title="Test-set ROC", icon=":material/show_chart:"),
+    st.Page("pages/score.py", title="Score your data", icon=":material/fact_check:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]).run()

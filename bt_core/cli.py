@@ -133,27 +133,35 @@ def default_run(kind: str = "transfer") -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from bt_core import data
-    from bt_core.evaluation import metrics
+    from bt_core.data import sources
+    from bt_core.evaluation import scoring
     from bt_core.serving.inference import Predictor
 
     pred = Predictor(args.model or default_run())
-    ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes)
-    ans = pred.answer(list(ds.images), ds.paths, args.threshold)
-    prob = [a.prob for a in ans]
-    out = {"model": pred.record["id"], "data": ds.root, **metrics.binary_metrics(ds.labels, prob, ans[0].threshold)}
-    flagged = [a.ood for a in ans]
-    out["ood_flagged"] = int(sum(flagged))
-    keep = [i for i, f in enumerate(flagged) if not f]
-    if pred.ood is not None and keep and len(set(ds.labels[keep].tolist())) == 2:
-        out["accepted"] = metrics.binary_metrics(ds.labels[keep], [prob[i] for i in keep], ans[0].threshold)
+    ds = sources.load_sources(sources.specs_from(args.data), classes=args.classes)
+    several = len(ds.source_names) > 1
+    rep = scoring.score_predictor(pred, ds.images, ds.labels, ds.paths, args.threshold,
+                                  sources=list(ds.source_of()) if several else [ds.source_names[0]] * len(ds))
+    out = {"model": pred.record["id"], "data": ds.root, **rep["metrics"], "classes": rep["classes"],
+           "shown": rep["shown"], "ci": rep["ci"], "ece": rep["ece"],
+           "ood_flagged": rep["flagged"]["count"] if rep["flagged"] else 0}
+    if rep["accepted"] is not None:
+        out["accepted"] = rep["accepted"]
+    out["per_source"] = rep["per_source"]
     out["skipped_files"] = ds.skipped
     if args.json:
-        print(json.dumps(out, default=float))
-    else:
-        print(f"{out['model']} on {out['data']} (n={out['n']}): accuracy {out['accuracy']:.4f} sensitivity "
-              f"{out['sensitivity']:.4f} specificity {out['specificity']:.4f} auc {out['auc']:.4f}; "
-              f"flagged unlike training data: {out['ood_flagged']}")
+        print(json.dumps(scoring.jsonable(out)))
+        return 0
+
+    def figures(m: dict) -> str:  # only the figures these labels define (one class: no AUC)
+        return " ".join(f"{k} {m[k]:.4f}" for k in m["shown"])
+
+    print(f"{out['model']} on {out['data']} (n={out['n']}): {figures(out)}; "
+          f"flagged unlike training data: {out['ood_flagged']}")
+    if "accepted" in out:
+        print(f"  on the {out['accepted']['n']} images the out-of-distribution check accepts: {figures(out['accepted'])}")
+    for name, m in (out["per_source"] or {}).items() if several else ():
+        print(f"  {name} (n={m['n']}): {figures(m)}")
     return 0
 
 
@@ -234,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _train_args(sub.add_parser("train", help="fit on the training part, score on the test part"))
     _train_args(sub.add_parser("cv", help="k-fold CV, then final fit and test (the paper's protocol)"))
-    e = sub.add_parser("evaluate", help="score a saved run on any labelled folder")
-    e.add_argument("--data", required=True)
+    e = sub.add_parser("evaluate", help="score a saved run on any labelled folder (one class alone is fine)")
+    e.add_argument("--data", required=True, action="append",
+                   help="folder with yes/ and/or no/ (repeat for several sources: overall and per-source metrics)")
     e.add_argument("--model", default=None, help="run folder or id (default: the shipped transfer model)")
     e.add_argument("--classes", nargs=2, default=["no", "yes"])
     e.add_argument("--threshold", type=float, default=None)

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"
-PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py"]
+PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py"]
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ SCREENSHOT = Path("/tmp/bt_browser.png")
 START_TIMEOUT = 60   # s, until /_stcore/health answers
 ANSWER_TIMEOUT = 60  # s, from the upload to both probabilities (first load of both models included)
 MODELS = ("CNN", "Transfer")
+NAV_PAGES = (ROOT / "streamlit_app.py").read_text().count("st.Page(")  # every page in st.navigation
 
 
 def free_port() -> int:
@@ -113,12 +114,12 @@ def test_upload_in_a_real_browser_shows_both_probabilities_heatmaps_and_the_disc
             # a link straight to a page, as the server's first request, is still routed by st.navigation
             page.goto(f"{server}/explore", wait_until="domcontentloaded")
             expect(page.get_by_text("Cross-validation explorer")).to_be_visible(timeout=wait)
-            expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(4, timeout=wait)
+            expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(NAV_PAGES, timeout=wait)
             page.goto(server, wait_until="domcontentloaded")
             try:
                 upload = page.locator("input[type=file]")
                 expect(upload).to_have_count(1, timeout=wait)  # after the models load
-                expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(4, timeout=wait)  # every page reachable
+                expect(page.get_by_test_id("stSidebarNavLink")).to_have_count(NAV_PAGES, timeout=wait)  # every page reachable
                 upload.set_input_files(files=[{"name": "scan one.png", "mimeType": "image/png", "buffer": scan}])
 
                 metrics = page.get_by_test_id("stMetric")

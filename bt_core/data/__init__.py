@@ -2,6 +2,7 @@
 
 - :mod:`~bt_core.data.images`: safe decoding of one file (JPEG, PNG, DICOM, ...) to greyscale.
 - :mod:`~bt_core.data.folders`: a two-class folder (``no/``, ``yes/``) decoded once and cached; packed files.
+- :mod:`~bt_core.data.archive`: an uploaded zip of labelled slices, read safely in memory.
 - :mod:`~bt_core.data.prepare`: decoded images -> model input (resize, normalise, batch), for training
   and inference alike.
 - :mod:`~bt_core.data.splits`: splitters that return index arrays (random, group-aware).

@@ -2,6 +2,7 @@
 
 - :mod:`~bt_core.evaluation.metrics`: accuracy, sensitivity, specificity, AUC with confidence intervals.
 - :mod:`~bt_core.evaluation.stats`: paired and corrected t-tests, McNemar, DeLong.
+- :mod:`~bt_core.evaluation.scoring`: a model scored on a labelled set (yours), one class alone included.
 - :mod:`~bt_core.evaluation.calibration`, :mod:`~bt_core.evaluation.posthoc`: temperature, operating point.
 - :mod:`~bt_core.evaluation.ood`, :mod:`~bt_core.evaluation.probes`: unlike-the-training-data check and probes.
 - :mod:`~bt_core.evaluation.figures` (PNG, matplotlib), :mod:`~bt_core.evaluation.plots` (plotly).

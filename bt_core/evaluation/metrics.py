@@ -10,7 +10,8 @@ Defaults:
 - AUC gets a percentile bootstrap interval: ``n_boot = 1000`` stratified resamples (positives and
   negatives resampled separately, so every resample keeps both classes), ``seed = 0``. Resamples
   where the metric is undefined (e.g. precision with no predicted tumour) are skipped.
-- Undefined ratios (e.g. sensitivity with no tumour cases, AUC with one class) are ``NaN``.
+- Undefined ratios (e.g. sensitivity with no tumour cases, AUC with one class) are ``NaN``, without
+  warnings; :func:`defined_metrics` names the figures that one set of labels defines.
 - ``fold_table`` reports the Mean and the *sample* variance (``ddof=1``) of the per-fold values as
   fractions; the paper (Jardim et al.) prints variances of percentages, which are 10^4 times larger.
 
@@ -101,6 +102,18 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
         "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": n,
         "threshold": float(threshold),
     }
+
+
+def defined_metrics(y_true) -> tuple[str, ...]:
+    """The headline figures defined for these labels: all four with both classes; ``specificity`` and
+    ``accuracy`` with only no-tumour cases; ``sensitivity`` and ``accuracy`` with only tumour cases."""
+    y = np.asarray(y_true).reshape(-1)
+    if y.size == 0:
+        return ()
+    has_pos, has_neg = bool((y == 1).any()), bool((y == 0).any())
+    if has_pos and has_neg:
+        return ("accuracy", "sensitivity", "specificity", "auc")
+    return ("accuracy", "sensitivity") if has_pos else ("accuracy", "specificity")
 
 
 def _need_both_classes(y: np.ndarray, what: str) -> None:

@@ -65,8 +65,9 @@ def allowed_roots(env=None) -> list[Path]:
     return [Path(c).expanduser().resolve() for c in cands if Path(c).expanduser().is_dir()]
 
 
-def check_data_dir(path, roots=None) -> Path:
-    """The resolved folder; ConfigError if it is outside the allowed roots or lacks the class folders."""
+def check_data_dir(path, roots=None, both: bool = True) -> Path:
+    """The resolved folder; ConfigError if it is outside the allowed roots or lacks the class folders
+    (``both=False``: one of them is enough, as for scoring a set of healthy scans)."""
     roots = allowed_roots() if roots is None else [Path(r).resolve() for r in roots]
     inside = lambda p: any(p == r or r in p.parents for r in roots)  # noqa: E731
     if not roots:
@@ -77,9 +78,13 @@ def check_data_dir(path, roots=None) -> Path:
         raise ConfigError(f"data folder not found: {path or '(none chosen)'}") from None
     if not inside(real) or not real.is_dir():
         raise ConfigError(f"data folder {path} is not inside an allowed data root ({', '.join(map(str, roots))})")
-    for sub in (real / c for c in CLASSES):
+    subs = [real / c for c in CLASSES]
+    if not both:
+        subs = [sub for sub in subs if sub.is_dir()] or subs[:1]
+    for sub in subs:
         if not sub.is_dir() or not inside(sub.resolve()):
-            raise ConfigError(f"data folder {path} needs the class folders {CLASSES[0]}/ and {CLASSES[1]}/")
+            raise ConfigError(f"data folder {path} needs the class folders {CLASSES[0]}/ "
+                              f"{'and' if both else 'or'} {CLASSES[1]}/")
         with suppress(OSError):  # an unreadable folder fails in the job, with its own message
             if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in os.scandir(sub)):
                 raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
