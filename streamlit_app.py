@@ -16,6 +16,7 @@ st.set_page_config(page_title="Brain tumour MRI — decision support", page_icon
                    layout="wide")
 st.navigation([
     st.Page("pages/diagnose.py", title="Check slices", icon=":material/radiology:", default=True),
+    st.Page("pages/scan.py", title="Check a scan", icon=":material/stacks:"),
     st.Page("pages/explore.py", title="Cross-validation", icon=":material/table_chart:"),
     st.Page("pages/roc.py", title="Test-set ROC", icon=":material/show_chart:"),
     st.Page("pages/score.py", title="Score your data", icon=":material/fact_check:"),

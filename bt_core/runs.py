@@ -175,3 +175,48 @@ def load_model(run: str | os.PathLike, root=None):
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as err:
         raise ModelError(f"model {path} could not be loaded ({type(err).__name__}); the file may be corrupt") from None
+
+
+_KIND_SHORT = {"compact_cnn": "CNN", "paper_cnn": "paper CNN", "transfer": "transfer", "patch": "patch"}
+_BACKBONE_SHORT = {"efficientnet_lite0": "Lite0", "resnet50v2": "ResNet50V2"}
+
+
+def source_names(record: dict) -> list[str]:
+    """Names of the run's data sources (``record["data"]["sources"]``, else its data folder's name)."""
+    data = record.get("data") or {}
+    names = [str(s.get("name") if isinstance(s, dict) else s) for s in data.get("sources") or []
+             if (s.get("name") if isinstance(s, dict) else s)]
+    if not names and data.get("root"):
+        names = [Path(str(data["root"]).split(";")[0]).name]
+    return names
+
+
+def short_name(record: dict) -> str:
+    """A short display name: kind, backbone (transfer and patch models), sources and date,
+    e.g. ``"transfer Lite0 · br35h · 2026-11-26"``."""
+    cfg = record.get("config") or {}
+    model = str(cfg.get("model") or "model")
+    parts = [_KIND_SHORT.get(model, model)]
+    if model in ("transfer", "patch") and cfg.get("backbone"):
+        parts[0] += " " + _BACKBONE_SHORT.get(cfg["backbone"], str(cfg["backbone"]))
+    names = source_names(record)
+    if names:
+        parts.append("+".join(names[:3]) + (f"+{len(names) - 3} more" if len(names) > 3 else ""))
+    created = str(record.get("created") or "")[:10]
+    found = re.match(r"^(\d{4})(\d{2})(\d{2})-", str(record.get("id") or ""))
+    date = created or (f"{found.group(1)}-{found.group(2)}-{found.group(3)}" if found else "")
+    return " · ".join(parts + ([date] if date else []))
+
+
+def prediction_sources(record: dict) -> list[str] | None:
+    """Source name of every test prediction (``record["test"]["source"]``, else from ``data.source`` and the
+    test indices), or None when the record does not say (runs on one source)."""
+    test, data = record.get("test") or {}, record.get("data") or {}
+    n = len(test.get("y") or [])
+    names = test.get("source")
+    if not names and data.get("source") and test.get("idx") is not None:
+        try:
+            names = [data["source"][int(i)] for i in test["idx"]]
+        except (IndexError, TypeError, ValueError):
+            names = None
+    return [str(s) for s in names] if names and len(names) == n else None

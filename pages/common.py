@@ -15,7 +15,7 @@ import streamlit as st
 
 from bt_core import runs
 from bt_core.errors import BTError
-from bt_core.serving.inference import DISCLAIMER, Predictor
+from bt_core import DISCLAIMER
 
 KIND_NAMES = runs.SHIPPED_KINDS
 
@@ -49,9 +49,14 @@ def shipped_runs() -> dict[str, str]:
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=6)
-def load_predictor(run_dir: str) -> Predictor:
-    """The run's :class:`Predictor`, loaded once per process. Raises BTError (or others) on failure."""
-    return Predictor(run_dir)
+def load_predictor(run_dir: str):
+    """The run's :class:`~bt_core.serving.inference.Predictor`, made once per process. Raises BTError (or
+    others) when the run or its model file is unusable. Only pages that score import the inference code
+    (and with it Keras); the model itself loads in a background thread, so the page draws at once and the
+    first upload waits only for what is still loading (its Grad-CAM graph is traced there too)."""
+    from bt_core.serving.inference import Predictor
+
+    return Predictor(run_dir, warm_up="explain")
 
 
 def _mtime(path: Path) -> float:
@@ -83,10 +88,24 @@ def list_runs() -> list[dict]:
 
 
 def run_label(record: dict) -> str:
-    """Display name: the run's label (or id), marked when it used the paper's leaky random split."""
-    name = record.get("label") or record.get("id") or Path(record.get("dir", "run")).name
+    """Short display name (:func:`bt_core.runs.short_name`: kind, backbone, sources, date), marked when the
+    run used the paper's leaky random split; :func:`run_description` is the long one."""
+    name = runs.short_name(record) if record.get("config") else (
+        record.get("label") or record.get("id") or Path(record.get("dir", "run")).name)
     split = (record.get("config") or {}).get("split") or (record.get("split") or {}).get("kind")
     return f"{name} — random split (leaky)" if split == "random" else name
+
+
+def run_description(record: dict) -> str:
+    """The full description: the run's own label, its id, and whether it is a shipped model."""
+    parts = [str(record.get("label") or "(no description)"), f"run `{record.get('id') or Path(record.get('dir', '')).name}`"]
+    if _is_shipped(record):
+        parts.append("shipped model")
+    return " · ".join(parts)
+
+
+def _is_shipped(record: dict) -> bool:
+    return bool(_shipped_kind(record))
 
 
 def finished_records(need: str) -> list[dict]:
@@ -131,12 +150,28 @@ def pick_runs(need: str, empty_message: str) -> tuple[dict[str, dict], list[str]
     """Run picker shared by the explorer and ROC pages -> (records by label, chosen labels)."""
     records = finished_records(need)
     hide_page_if_empty(empty_message, records)
+    sweeps = sorted({(r.get("sweep") or {}).get("id") for r in records} - {None})
+    if sweeps:  # runs of `python -m bt_core sweep`: show one sweep's runs only
+        pick = st.selectbox("Sweep", ["all runs", *sweeps], key="sweep_filter")
+        if pick != "all runs":
+            records = [r for r in records if (r.get("sweep") or {}).get("id") == pick]
     by_label = unique_labels(records)
     labels = list(by_label)
-    chosen = st.multiselect("Runs", labels, default=labels[:2], key="runs")
+    order = list(runs.SHIPPED_KINDS)  # the shipped CNN beside the shipped transfer model, where there are some
+    shipped = sorted((lab for lab, rec in by_label.items() if _is_shipped(rec)),
+                     key=lambda lab: order.index(_shipped_kind(by_label[lab])))
+    chosen = st.multiselect("Runs", labels, default=shipped or labels[:2], key="runs")
     if not chosen:
         st.info("Choose one or more runs.")
+    else:
+        with st.expander("What these runs are"):
+            st.markdown("\n".join(f"- **{lab}**: {run_description(by_label[lab])}" for lab in chosen))
     return by_label, chosen
+
+
+def _shipped_kind(record: dict) -> str:
+    here = Path(record.get("dir", "")).resolve()
+    return next((k for k, d in shipped_runs().items() if Path(d).resolve() == here), "")
 
 
 @st.cache_resource

@@ -2,7 +2,8 @@
 
 For every image: the tumour probability of the shipped CNN and transfer models, the decision at a
 threshold set in the sidebar (default: each model's own operating threshold), a warning instead of
-an answer when the image is unlike the training data, the loader's notes, and Grad-CAM (or
+an answer when a model's check refuses the image, saying which model refused and why (``Answer.reason``:
+unlike the training data, not a brain MRI slice?; the answer can still be shown for teaching), the loader's notes, and Grad-CAM (or
 Grad-CAM++) overlays side by side: original | CNN | transfer (the paper's Figures 6 and 7).
 Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
 only); nothing is written to disk. Decision support, not a diagnosis.
@@ -21,11 +22,17 @@ from PIL import Image
 from bt_core.data import images
 from bt_core.explain import overlay
 from bt_core.errors import BTError
+from bt_core.serving.inference import REASON_FEATURES, REASON_STATISTICS
 from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp", "dcm"]
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+REFUSAL_DETAILS = {
+    REASON_FEATURES: "Its features lie far from the slices the model learned from (distance check on the model's "
+                     "own features); its probability would not mean anything.",
+    REASON_STATISTICS: "Its intensity statistics are unlike the training slices (a photo, a screenshot, another "
+                       "body part or another kind of scan?); its probability would not mean anything."}
 MAX_IMAGES = 24          # per batch, to keep a shared CPU responsive
 DISPLAY_MAX = 512        # longest side of the shown (and downloaded) image
 CACHE_ENTRIES = 256      # per-session memo of model outputs
@@ -120,22 +127,36 @@ def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds
                 res["answers"][kind] = dataclasses.replace(ans, name=res["name"], threshold=thr,
                                                            tumour=bool(ans.prob >= thr), notes=res["notes"])
                 res["heatmaps"][kind] = heat
-    for res in results:  # "unlike the training data" is about the image: one model's flag holds for all
-        if any(a.ood for a in res["answers"].values()):
-            res["answers"] = {k: dataclasses.replace(a, ood=True) for k, a in res["answers"].items()}
+    for res in results:  # a refusal is about the image: one model's flag holds for all, saying who refused
+        res["refused_by"] = {k: a.reason or REASON_FEATURES for k, a in res["answers"].items() if a.ood}
+        if res["refused_by"]:
+            first, why = next(iter(res["refused_by"].items()))
+            passed_on = f"the {KIND_NAMES.get(first, first)} model refused this image: {why}"
+            res["answers"] = {k: a if a.ood else dataclasses.replace(a, ood=True, reason=passed_on)
+                              for k, a in res["answers"].items()}
     return results, errors
 
 
+def refusal_text(kind: str, model_name: str, ans, refused_by: dict) -> str:
+    """Who refused the image and why, in one bold line and one plain sentence."""
+    who = f"{KIND_NAMES.get(kind, kind)} ({model_name})"
+    if kind not in refused_by:
+        return f"**{who}: no answer — {ans.reason or REASON_FEATURES}.** One check's refusal holds for every model."
+    why = refused_by[kind]
+    detail = REFUSAL_DETAILS.get(why, "The model's own check refused it; its probability would not mean anything.")
+    return f"**{who} refused: {why}.** {detail}"
+
+
 def batch_table(results, predictors, errors=()) -> pd.DataFrame:
-    """One row per image and model (name, model, prob, decision, threshold, ood), then unreadable files.
+    """One row per image and model (name, model, prob, decision, threshold, ood, reason), then unreadable files.
 
     No probability is given where the image is unlike the training data (``ood``): there is no answer."""
     rows = [{"name": r["name"], "model": predictors[k].name, "prob": None if a.ood else round(a.prob, 6),
-             "decision": a.decision,
-             "threshold": a.threshold, "ood": a.ood} for r in results for k, a in r["answers"].items()]
+             "decision": a.decision, "threshold": a.threshold, "ood": a.ood, "reason": a.reason}
+            for r in results for k, a in r["answers"].items()]
     rows += [{"name": name, "model": "", "prob": None, "decision": f"not read: {msg.removeprefix(name + ': ')}",
-              "threshold": None, "ood": None} for name, msg in errors if name is not None]
-    return pd.DataFrame(rows, columns=["name", "model", "prob", "decision", "threshold", "ood"])
+              "threshold": None, "ood": None, "reason": None} for name, msg in errors if name is not None]
+    return pd.DataFrame(rows, columns=["name", "model", "prob", "decision", "threshold", "ood", "reason"])
 
 
 def _gather_files() -> list[tuple[str, bytes]]:
@@ -197,9 +218,7 @@ def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: 
                 col.error(f"{KIND_NAMES[kind]}: no answer (see the error above).")
                 continue
             if ans.ood:
-                col.warning(f"**{KIND_NAMES[kind]} ({pred.name}): unlike the training data — no answer.** "
-                            "This image does not look like the slices the model learned from; its probability "
-                            "would not mean anything.", icon=":material/warning:")
+                col.warning(refusal_text(kind, pred.name, ans, res.get("refused_by", {})), icon=":material/warning:")
                 with col.expander("Show the answer anyway (for teaching; not reliable)"):
                     far = (f", distance to the training data {ans.ood_score:.2f}x the flagging threshold"
                            if ans.ood_score is not None else "")

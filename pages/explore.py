@@ -3,7 +3,8 @@
 For each chosen run: the paper's Table 1 layout (Fold 1..k, Mean, Variance; percentages, variance
 in %² as the paper prints it) and its learning curves (Graphics 1 and 2). For two runs: the paper's
 paired t-test on per-fold scores and Nadeau & Bengio's corrected resampled t-test, which allows for
-the training sets of the folds overlapping, each with a one-sentence reading.
+the training sets of the folds overlapping, each with a one-sentence reading. Opens on the shipped CNN
+beside the shipped transfer model; a run trained on several sources also gets a table per source.
 """
 from __future__ import annotations
 
@@ -32,8 +33,34 @@ def _config_line(rec: dict) -> str:
     return " · ".join(parts)
 
 
+def sources_table(rec: dict) -> pd.DataFrame | None:
+    """Per source of a multi-source run: images, tumour / no tumour, images trained on, and the out-of-fold
+    accuracy at 0.5 where the record holds each image's source; None for a run on one source."""
+    data = rec.get("data") or {}
+    sources = [s for s in data.get("sources") or [] if isinstance(s, dict)]
+    if len(sources) < 2:
+        return None
+    oof, per_image = rec.get("oof") or {}, data.get("source") or []
+    labels = data.get("labels") or []
+    rows = []
+    for s in sources:
+        row = {"source": s.get("name"), "family": s.get("family", ""), "images": s.get("n"), "tumour": s.get("yes"),
+               "no tumour": s.get("no"), "trained on": (data.get("trained_on") or {}).get(s.get("name"))}
+        try:
+            hits = [(int(labels[i]), float(p)) for i, p in zip(oof.get("idx", []), oof.get("prob", []))
+                    if per_image[i] == s.get("name")]
+        except (IndexError, TypeError, ValueError):
+            hits = []
+        row["out-of-fold accuracy"] = (f"{100 * np.mean([(p >= 0.5) == y for y, p in hits]):.1f}%" if hits else "n/a")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _show_run(rec: dict) -> None:
     st.caption(_config_line(rec))
+    table = sources_table(rec)
+    if table is not None:
+        st.dataframe(table, hide_index=True, key=f"sources_{rec.get('id')}")
     folds = rec.get("folds", [])
     try:
         table = metrics.fold_table([f["metrics"] for f in folds], keys=TABLE_KEYS)

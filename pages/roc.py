@@ -5,7 +5,8 @@ accuracy / sensitivity / specificity at a threshold set with a slider and the se
 trade-off, confusion matrices, per-fold ROC curves from the out-of-fold predictions, reliability
 diagrams with ECE, and for two runs scored on the same test images McNemar's test (decisions) and
 DeLong's test (AUC). Where a run stores a temperature (calibration), its probabilities can be
-rescaled first.
+rescaled first. Opens on the shipped CNN beside the shipped transfer model; a run trained on several
+sources also gets a small table of its test metrics per source.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from bt_core import runs
 from bt_core.evaluation import calibration, metrics, plots, stats
 from bt_core.errors import BTError
-from pages.common import disclaimer, pick_runs
+from pages.common import disclaimer, pick_runs, run_description
 
 
 def _pct(v: float) -> str:
@@ -55,6 +57,21 @@ def same_test_images(rec_a: dict, rec_b: dict) -> str | None:
     if rec_a["test"].get("y") != rec_b["test"].get("y"):
         return "the two runs' test labels differ"
     return None
+
+
+def per_source_table(rec: dict, y: np.ndarray, prob: np.ndarray, threshold: float) -> pd.DataFrame | None:
+    """Test metrics per data source (``record["test"]["source"]``), or None for a run on one source."""
+    names = runs.prediction_sources(rec)
+    if not names or len(set(names)) < 2:
+        return None
+    names, rows = np.asarray(names), []
+    for src in dict.fromkeys(names.tolist()):
+        m = names == src
+        bm = metrics.binary_metrics(y[m], prob[m], threshold)
+        rows.append({"source": src, "n": int(m.sum()), "tumour": int(y[m].sum()),
+                     "AUC": "n/a" if not np.isfinite(bm["auc"]) else f"{bm['auc']:.3f}",
+                     **{k: _pct(bm[k]) for k in ("accuracy", "sensitivity", "specificity")}})
+    return pd.DataFrame(rows)
 
 
 def _summary(scores: dict, threshold: float) -> pd.DataFrame:
@@ -119,13 +136,21 @@ def main() -> None:
     scores = {c: test_scores(by_label[c], use_t) for c in chosen}
 
     st.header("ROC curves")
-    st.plotly_chart(plots.roc_figure(scores, "Test-set ROC"), key="roc")
+    st.plotly_chart(plots.roc_figure(scores, "Test-set ROC", {c: run_description(by_label[c]) for c in chosen}),
+                    key="roc", width="content")
     cols = st.columns(len(chosen))
     for col, label in zip(cols, chosen):
         auc = metrics.binary_metrics(*scores[label])["auc"]
         col.metric(f"AUC — {label}", "n/a" if not np.isfinite(auc) else f"{auc:.3f}")
     st.dataframe(_summary(scores, threshold), hide_index=True)
     st.caption("95% intervals: Wilson for proportions, stratified bootstrap (1000 resamples) for AUC.")
+    tables = {c: per_source_table(by_label[c], *scores[c], threshold) for c in chosen}
+    if any(t is not None for t in tables.values()):
+        st.subheader(f"Per source, at threshold {threshold:.2f}")
+        for label, table in tables.items():
+            if table is not None:
+                st.markdown(f"**{label}**")
+                st.dataframe(table, hide_index=True, key=f"src_{label}")
 
     st.header("Sensitivity and specificity at the threshold")
     for label in chosen:
@@ -149,7 +174,9 @@ def main() -> None:
     with_oof = [c for c in chosen if oof_curves(by_label[c])]
     if with_oof:
         pick = st.selectbox("Run", with_oof, key="oof_run")
-        st.plotly_chart(plots.roc_figure(oof_curves(by_label[pick]), f"Cross-validation ROC — {pick}"), key="oof")
+        st.plotly_chart(plots.roc_figure(oof_curves(by_label[pick]), "Cross-validation ROC"), key="oof",
+                        width="content")
+        st.caption(f"Out-of-fold predictions of {pick}.")
     else:
         st.caption("None of the chosen runs was cross-validated.")
 

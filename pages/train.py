@@ -1,6 +1,8 @@
 """Train a model from the app: a thin page over :mod:`bt_core.serving.launcher`.
 
-Off unless an operator enables it (``BT_ENABLE_TRAINING=1`` or the secret ``enable_training = true``).
+On for a local ``streamlit run``; off on Streamlit Community Cloud or a public server address unless an operator
+turns it on; ``BT_ENABLE_TRAINING=1|0`` or the secret ``enable_training`` decides first
+(:func:`bt_core.serving.launcher.training_switch`).
 One job at a time runs in the background; its progress refreshes every 2 seconds; a finished job's
 run lands in the runs registry, hence on the explorer and ROC pages.
 """
@@ -25,6 +27,13 @@ def _secrets() -> dict:
         return {"enable_training": st.secrets.get("enable_training")}
     except Exception:  # no secrets.toml at all
         return {}
+
+
+def _server_address() -> str | None:
+    try:
+        return st.get_option("server.address")
+    except Exception:  # noqa: BLE001 - an unknown option in another Streamlit: treat as unset
+        return None
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -105,7 +114,7 @@ def _form(folders: list[str]) -> None:
     with st.form("train_form"):  # every widget's value is read back from st.session_state[FORM_KEYS[...]]
         data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
         c1, c2 = st.columns(2)
-        c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP[m]}", key="train_model")
+        c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP.get(m, m)}", key="train_model")
         c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
         c1, c2 = st.columns(2)
         c1.number_input("Epochs", 1, 1000, key="train_epochs")
@@ -207,16 +216,18 @@ def _past(jobs: list[dict]) -> None:
 
 def main() -> None:
     st.title("Train a model")
-    if not launcher.enabled(secrets=_secrets()):
-        st.info("Training from the app is switched off. An operator enables it by starting the app with the "
-                "environment variable `BT_ENABLE_TRAINING=1`, or with `enable_training = true` in "
+    on, why = launcher.training_switch(secrets=_secrets(), server_address=_server_address())
+    if not on:
+        st.info(f"Training from the app is switched off here ({why}). An operator enables it by starting the app "
+                "with the environment variable `BT_ENABLE_TRAINING=1`, or with `enable_training = true` in "
                 "`.streamlit/secrets.toml` (on Streamlit Community Cloud: the app's Secrets). Data folders must "
                 "lie under `BT_DATA_ROOTS` (default `../shared/data`). Without it, train from the command line: "
                 "`python -m bt_core cv --data DIR`.")
         return
     dev = _device()
     st.caption(f"Jobs run on **{dev['device']}** with the Keras **{dev['backend']}** backend"
-               + (f" ({dev['note']})" if dev["note"] else "") + ". One job at a time.")
+               + (f" ({dev['note']})" if dev["note"] else "") + f". One job at a time. Training is {why}; "
+               "`BT_ENABLE_TRAINING=0` switches it off.")
     folders = _data_folders(tuple(map(str, launcher.allowed_roots())))
     if not folders:
         st.warning("No data folder with no/ and yes/ sub-folders is allowed. The operator sets the allowed roots "

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import CNN_ID, CNN_THRESHOLD, TRANSFER_ID, build_registry
-from bt_core.serving.inference import DISCLAIMER, Predictor
+from bt_core.serving.inference import DISCLAIMER, REASON_STATISTICS, Predictor
 from conftest import blob_image
 
 pytest.importorskip("streamlit.testing.v1")
@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"
-PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py"]
+PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py", "pages/scan.py"]
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +98,7 @@ def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
         answers, maps = real(self, *args, **kwargs)
         for a in answers:
             a.ood = self.record["id"] == TRANSFER_ID
+            a.reason = REASON_STATISTICS if a.ood else None
         return answers, maps
 
     monkeypatch.setattr(Predictor, "answer_and_explain", transfer_says_ood)
@@ -106,14 +107,19 @@ def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
     assert "synthetic_lesion_1.png" in picker.options
     picker.set_value(["synthetic_lesion_1.png"]).run()
     assert not at.exception and not at.error
-    # one model's flag is about the image, so neither model gives a confident answer
-    warnings = [w for w in texts(at.warning) if "unlike the training data — no answer" in w]
+    # one model's flag is about the image, so neither model gives a confident answer; each says who refused and why
+    warnings = [w for w in texts(at.warning) if REASON_STATISTICS in w]
     assert len(warnings) == 2
+    assert any(w.startswith("**Transfer (Tiny transfer) refused: not a brain MRI slice?.**") for w in warnings)
+    assert any(w.startswith("**CNN (Tiny CNN): no answer — the Transfer model refused this image") for w in warnings)
+    assert [e.label for e in at.expander] == ["Show the answer anyway (for teaching; not reliable)"] * 2
     assert not [m.label for m in at.metric if "tumour probability" in m.label]
     assert len(at.image) == 1  # the slice itself, no heatmap for a no-answer
     table = at.dataframe[0].value.set_index("model")
     for model in ("Tiny transfer", "Tiny CNN"):
         assert bool(table.loc[model, "ood"]) and pd.isna(table.loc[model, "prob"])
+    assert table.loc["Tiny transfer", "reason"] == REASON_STATISTICS
+    assert table.loc["Tiny CNN", "reason"].startswith("the Transfer model refused")
 
 
 def test_diagnose_keeps_the_other_model_when_one_fails_to_load(registry, tmp_path, monkeypatch):
@@ -151,7 +157,7 @@ def test_roc_shows_auc_and_the_threshold_moves_sensitivity():
     assert len(aucs) == 2 and all(0.0 <= float(m.value) <= 1.0 for m in aucs)
 
     def sensitivity():
-        return next(m.value for m in at.metric if m.label.startswith("Sensitivity — Tiny CNN"))
+        return next(m.value for m in at.metric if m.label.startswith("Sensitivity — CNN · "))
 
     at.slider(key="threshold").set_value(0.0).run()
     assert sensitivity() == "100.0%"
@@ -162,6 +168,47 @@ def test_roc_shows_auc_and_the_threshold_moves_sensitivity():
     verdicts = [t for t in texts(at.markdown) if t.startswith(("**McNemar", "**DeLong"))]
     assert len(verdicts) == 2
     assert any(m.label.startswith("ECE") for m in at.metric)
+
+
+def multi_source_registry(registry, tmp_path) -> Path:
+    """The tiny registry plus a copy of the CNN run that says it was trained and tested on two sources."""
+    root = tmp_path / "runs"
+    shutil.copytree(registry, root)
+    shutil.copytree(registry / CNN_ID, root / "multi-src")
+    record = json.loads((root / "multi-src" / "run.json").read_text())
+    n, test = record["data"]["n"], record["test"]
+    record["data"]["sources"] = [{"name": "alpha", "family": "a", "n": n - n // 2, "yes": 1, "no": 1},
+                                 {"name": "beta", "family": "b", "n": n // 2, "yes": 1, "no": 1}]
+    record["data"]["source"] = ["alpha" if i % 2 else "beta" for i in range(n)]
+    test["source"] = ["alpha" if i % 2 else "beta" for i in range(len(test["y"]))]
+    record["id"], record["created"] = "multi-src", "2031-01-02T03:04:05"
+    (root / "multi-src" / "run.json").write_text(json.dumps(record))
+    return root
+
+
+def test_comparisons_open_on_the_shipped_runs_with_short_names_and_per_source_tables(registry, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("BT_RUNS_DIR", str(multi_source_registry(registry, tmp_path)))
+    for page in ("pages/roc.py", "pages/explore.py"):
+        at = app(page)
+        picker = at.multiselect(key="runs")
+        assert len(picker.options) == 3
+        assert [v.split(" · ")[0] for v in picker.value] == ["CNN", "transfer Lite0"]  # the shipped pair
+        assert all(v.endswith("— random split (leaky)") and " · data · " in v for v in picker.value)
+        assert [e.label for e in at.expander][:1] == ["What these runs are"]
+        assert any("Tiny CNN" in t and "shipped model" in t for t in texts(at.markdown))
+        newest = next(o for o in picker.options if "2031-01-02" in o)
+        picker.set_value([newest, picker.value[0]]).run()
+        assert not at.exception, [e.value for e in at.exception]
+        tables = [d.value for d in at.dataframe if "source" in d.value.columns]
+        assert len(tables) == 1 and sorted(tables[0]["source"]) == ["alpha", "beta"]
+        if page == "pages/roc.py":
+            assert tables[0]["n"].sum() == len(json.loads((registry / CNN_ID / "run.json").read_text())["test"]["y"])
+            roc = at.get("plotly_chart")[0].proto
+            figure = json.loads(roc.spec if hasattr(roc, "spec") else roc.figure.spec)
+            assert figure["layout"]["xaxis"]["range"] == [0, 1] and figure["layout"]["yaxis"]["scaleanchor"] == "x"
+        else:
+            assert {"images", "trained on", "out-of-fold accuracy"} <= set(tables[0].columns)
 
 
 @pytest.mark.parametrize("page", PAGES[:3])

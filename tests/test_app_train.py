@@ -42,14 +42,31 @@ def texts(at) -> str:
     return "\n".join(map(str, parts)) + "\n" + "\n".join(e.label for e in at.expander)
 
 
-def test_disabled_by_default_shows_only_how_to_enable(env):
+def test_switched_off_shows_only_how_to_enable(env, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "0")
     at = page()
     assert not at.exception
     assert len(at.info) == 1 and "BT_ENABLE_TRAINING=1" in at.info[0].value and "enable_training" in at.info[0].value
+    assert "set by BT_ENABLE_TRAINING" in at.info[0].value
     assert len(at.button) == 0 and len(at.selectbox) == 0 and len(at.number_input) == 0 and len(at.error) == 0
 
 
-def test_a_secret_enables_it(env):
+def test_on_for_a_local_server_and_off_on_community_cloud_unless_turned_on(env, monkeypatch):
+    monkeypatch.setenv("HOSTNAME", "laptop")
+    monkeypatch.setenv("HOME", str(env))
+    monkeypatch.delenv("SF_PARTNER", raising=False)
+    at = page()
+    assert not at.exception and at.button(key="train_start")
+    assert any("on for a local server" in c.value for c in at.caption)
+    monkeypatch.setenv("HOSTNAME", "streamlit")
+    at = page()
+    assert len(at.button) == 0 and "Community Cloud" in at.info[0].value
+    at = page({"enable_training": True})
+    assert not at.exception and at.button(key="train_start")
+
+
+def test_a_secret_enables_it(env, monkeypatch):
+    monkeypatch.setenv("HOSTNAME", "streamlit")  # even on Community Cloud
     at = page({"enable_training": True})
     assert not at.exception and at.button(key="train_start")
     assert at.selectbox(key="train_data").options == [str((env / "dataroot" / "tiny").resolve())]

@@ -150,3 +150,40 @@ def test_upload_in_a_real_browser_shows_both_probabilities_heatmaps_and_the_disc
                     pass
         finally:
             browser.close()
+
+
+def test_a_dicom_series_in_a_real_browser_shows_the_slice_slider_and_the_per_slice_plot(server, chromium_path):
+    """Check a scan: four DICOM files of one series, uploaded together, give a slider over the slices and a
+    plotly line per model; Grad-CAM of the chosen slice is drawn."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_app_scan import dicom_series
+
+    files = [{"name": name, "mimeType": "application/dicom", "buffer": blob} for name, blob in dicom_series(4)]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            wait = ANSWER_TIMEOUT * 1000
+            page.set_default_timeout(wait)
+            page.goto(f"{server}/scan", wait_until="domcontentloaded")
+            expect(page.get_by_text("Check a scan", exact=True).first).to_be_visible(timeout=wait)
+            upload = page.locator("input[type=file]")
+            expect(upload).to_have_count(1, timeout=wait)
+            upload.set_input_files(files=files)
+            slider = page.get_by_test_id("stSlider").filter(has_text="Slice")
+            expect(slider).to_have_count(1, timeout=wait)
+            expect(slider.get_by_role("slider")).to_have_attribute("max", "4", timeout=wait)
+            chart = page.get_by_test_id("stPlotlyChart")
+            expect(chart).to_have_count(1, timeout=wait)
+            expect(chart.locator(".scatterlayer .trace")).to_have_count(2, timeout=wait)  # one line per model
+            expect(page.get_by_test_id("stImage").filter(has_text="Transfer Grad-CAM")).to_have_count(1, timeout=wait)
+            expect(page.get_by_text(DISCLAIMER, exact=True).first).to_be_visible(timeout=wait)
+            assert page.get_by_test_id("stException").count() == 0
+            assert page.get_by_test_id("stAlertContentError").count() == 0
+        finally:
+            try:
+                page.screenshot(path="/tmp/bt_browser_scan.png", full_page=True)
+            except Exception:  # noqa: BLE001 - a failed screenshot must not hide the test's own failure
+                pass
+            browser.close()

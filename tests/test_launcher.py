@@ -59,7 +59,7 @@ def wait_for(cond, timeout=30.0, what="condition"):
 
 def fresh_list(tmp) -> list[dict]:
     """list_jobs() from a new Python process, as after an app restart."""
-    code = "import json; from bt_core import launcher; print(json.dumps(launcher.list_jobs()))"
+    code = "import json; from bt_core.serving import launcher; print(json.dumps(launcher.list_jobs()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                          env={**os.environ, "BT_RUNS_DIR": str(tmp / "runs")})
     assert out.returncode == 0, out.stderr
@@ -68,15 +68,21 @@ def fresh_list(tmp) -> list[dict]:
 
 # --- switched off by default ------------------------------------------------------------------------
 
-def test_disabled_unless_an_operator_enables_it(monkeypatch):
+def test_on_locally_off_on_community_cloud_and_an_explicit_switch_wins(monkeypatch, tmp_path):
     monkeypatch.delenv("BT_ENABLE_TRAINING", raising=False)
-    assert not launcher.enabled()
-    assert not launcher.enabled({}) and not launcher.enabled({"BT_ENABLE_TRAINING": "0"})
-    assert not launcher.enabled({}, {"enable_training": False}) and not launcher.enabled({}, {})
-    assert launcher.enabled({"BT_ENABLE_TRAINING": "1"})
-    assert launcher.enabled({}, {"enable_training": True})
-    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
-    assert launcher.enabled()
+    local = {"HOME": str(tmp_path), "HOSTNAME": "laptop"}
+    assert launcher.enabled(local) and launcher.enabled(local, {}, "localhost") and launcher.enabled(local, {}, "::1")
+    assert not launcher.enabled(local, {}, "0.0.0.0") and not launcher.enabled(local, {}, "bt.example.org")
+    for cloud in ({"HOSTNAME": "streamlit"}, {"SF_PARTNER": "streamlit"}, {"HOME": "/home/appuser"}):
+        on, why = launcher.training_switch(cloud)
+        assert not on and "Community Cloud" in why
+        assert launcher.enabled({**cloud, "BT_ENABLE_TRAINING": "1"}) and launcher.enabled(cloud, {"enable_training": True})
+    assert launcher.on_community_cloud({}, repo=Path("/mount/src/brain-tumour"))
+    assert not launcher.on_community_cloud(local, repo=tmp_path)
+    assert not launcher.enabled({**local, "BT_ENABLE_TRAINING": "0"}) and not launcher.enabled(local, {"enable_training": False})
+    assert not launcher.enabled({**local, "BT_ENABLE_TRAINING": "off"}, {"enable_training": True})  # env first
+    assert launcher.enabled({**local, "BT_ENABLE_TRAINING": "maybe"})  # not a switch: the default decides
+    assert launcher.training_switch({"BT_ENABLE_TRAINING": "1"}, None, "0.0.0.0") == (True, "set by BT_ENABLE_TRAINING")
 
 
 def test_allowed_roots(tmp_path):
@@ -168,7 +174,7 @@ def test_argv_is_a_list_never_a_shell_string(env):
 
 
 def test_device_info_without_importing_a_backend(tmp_path, monkeypatch):
-    code = ("import sys; from bt_core import launcher; d = launcher.device_info(); "
+    code = ("import sys; from bt_core.serving import launcher; d = launcher.device_info(); "
             "assert not {'tensorflow', 'jax', 'torch', 'keras'} & set(sys.modules), sorted(sys.modules); print(d)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -234,7 +240,7 @@ def test_sigkill_mid_save_fails_with_its_log_and_leaves_no_run(env, monkeypatch)
 
 def start_elsewhere(tmp, behave="sleep") -> str:
     """Start a fake job from another Python process, which then exits (an app that restarted)."""
-    code = ("import sys; from bt_core import launcher; launcher.CHILD_PROGRAM = sys.argv[1:]; "
+    code = ("import sys; from bt_core.serving import launcher; launcher.CHILD_PROGRAM = sys.argv[1:]; "
             f"print(launcher.start(launcher.JobSpec(data_dir={str(tmp / 'dataroot' / 'tiny')!r})).id)")
     out = subprocess.run([sys.executable, "-c", code, sys.executable, FAKE, "--behave", behave], cwd=REPO,
                          capture_output=True, text=True, timeout=60)

@@ -7,7 +7,7 @@ from bt_core import data, runs
 from bt_core.evaluation import ood, posthoc
 from bt_core.models import training
 from bt_core.errors import ConfigError
-from bt_core.serving.inference import Predictor
+from bt_core.serving.inference import REASON_FEATURES, REASON_STATISTICS, Predictor
 
 
 def test_mahalanobis_flags_far_points_and_threshold_is_a_held_out_quantile():
@@ -53,6 +53,8 @@ def test_calibrate_adds_temperature_threshold_and_ood_to_a_cv_run(tiny_folder, t
     assert [a.name for a in ans] == ["slice", "noise"] and all(0 <= a.prob <= 1 for a in ans)
     assert all(a.ood_score is not None for a in ans)
     assert ans[1].ood and ans[1].decision.startswith("unlike")
+    assert ans[1].reason in (REASON_FEATURES, REASON_STATISTICS) and ans[1].to_dict()["reason"] == ans[1].reason
+    assert all((a.reason is None) == (not a.ood) for a in ans)
 
 
 def test_calibrate_refuses_a_run_without_folds(tiny_folder, tmp_path):

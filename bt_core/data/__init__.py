@@ -1,6 +1,7 @@
 """Data and sources: decoding image files, reading labelled folders, splits, degradations, input preparation.
 
 - :mod:`~bt_core.data.images`: safe decoding of one file (JPEG, PNG, DICOM, ...) to greyscale.
+- :mod:`~bt_core.data.series`: a whole scan (DICOM series, multi-frame DICOM, NIfTI) as ordered greyscale slices.
 - :mod:`~bt_core.data.folders`: a two-class folder (``no/``, ``yes/``) decoded once and cached; packed files.
 - :mod:`~bt_core.data.archive`: an uploaded zip of labelled slices, read safely in memory.
 - :mod:`~bt_core.data.prepare`: decoded images -> model input (resize, normalise, batch), for training

@@ -1,8 +1,9 @@
 """Interactive figures for the dashboard (plotly): the paper's Graphics 1-4 and the evaluation views.
 
 - :func:`learning_curves`: training/validation loss and accuracy per fold, 2x2 panels (Graphics 1, 2).
-- :func:`roc_figure`: ROC curves with AUC in the legend (Graphic 3); also per fold from out-of-fold
-  predictions.
+- :func:`roc_figure`: ROC curves with AUC in the legend (Graphic 3), square and 0-1 on both axes; also per
+  fold from out-of-fold predictions.
+- :func:`slice_profile`: a scan's tumour probability per slice, a line per model.
 - :func:`metric_bars`: accuracy, sensitivity, specificity and AUC side by side (Graphic 4).
 - :func:`confusion_heatmap`, :func:`threshold_tradeoff` (sensitivity and specificity against the
   threshold, with a marker at the chosen one), :func:`reliability_diagram` (with ECE).
@@ -25,6 +26,7 @@ from bt_core.evaluation import calibration, metrics
 
 COLOURS = qualitative.Plotly
 BAR_METRICS = ("accuracy", "sensitivity", "specificity", "auc")
+ROC_SIZE = (620, 600)  # width, height in pixels: a square plot area with room for the axis titles
 _LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
 
 
@@ -36,8 +38,11 @@ def _pct(value) -> str:
     return "n/a" if value is None or not math.isfinite(float(value)) else f"{100 * float(value):.1f}%"
 
 
-def roc_figure(curves: dict, title: str = "ROC curve") -> go.Figure:
-    """ROC curves, one per ``name -> (y, prob)``; the legend gives each AUC. One-class entries are skipped."""
+def roc_figure(curves: dict, title: str = "ROC curve", descriptions: dict | None = None) -> go.Figure:
+    """ROC curves, one per ``name -> (y, prob)``; the legend gives each AUC, the hover each name's
+    ``descriptions`` entry. Square: both axes exactly 0-1 on one scale, the legend inside (lower right),
+    ``ROC_SIZE`` pixels (show it at that size, not stretched). One-class entries are skipped."""
+    descriptions = descriptions or {}
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance (AUC 0.5)",
                              line=dict(color="#999", dash="dash")))
@@ -47,14 +52,51 @@ def roc_figure(curves: dict, title: str = "ROC curve") -> go.Figure:
             continue
         pts = metrics.roc_points(y, prob)
         auc = metrics.binary_metrics(y, prob)["auc"]
+        about = str(descriptions.get(name, "")).replace("<", "&lt;")
         fig.add_trace(go.Scatter(
             x=pts["fpr"], y=pts["tpr"], mode="lines", name=f"{name} (AUC {auc:.3f})",
             line=dict(color=_colour(i), width=2, shape="hv"), customdata=pts["thresholds"],
-            hovertemplate="1 - specificity %{x:.3f}<br>sensitivity %{y:.3f}<br>threshold %{customdata:.3f}"))
+            hovertemplate=(f"<b>{name}</b>" + (f"<br>{about}" if about else "")
+                           + "<br>1 - specificity %{x:.3f}<br>sensitivity %{y:.3f}<br>threshold %{customdata:.3f}"
+                           + "<extra></extra>")))
+    width, height = ROC_SIZE
     fig.update_layout(title=title, xaxis_title="1 - specificity (false positive rate)",
-                      yaxis_title="sensitivity (true positive rate)", legend=dict(x=0.45, y=0.05), **_LAYOUT)
-    fig.update_xaxes(range=[-0.01, 1.01], constrain="domain")
-    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
+                      yaxis_title="sensitivity (true positive rate)", width=width, height=height,
+                      legend=dict(x=0.99, y=0.01, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.85)",
+                                  bordercolor="#ccc", borderwidth=1, font=dict(size=11)), **_LAYOUT)
+    fig.update_xaxes(range=[0, 1], constrain="domain", dtick=0.2)
+    fig.update_yaxes(range=[0, 1], scaleanchor="x", scaleratio=1, constrain="domain", dtick=0.2)
+    return fig
+
+
+def slice_profile(curves: dict, current: int | None = None, thresholds: dict | None = None,
+                  labels=None, title: str = "Tumour probability per slice") -> go.Figure:
+    """One line per model ``name -> [probability or None per slice]`` against the slice number (1-based);
+    None (the model refused the slice) leaves a gap and an x at the bottom; dotted lines at each model's
+    ``thresholds``, a vertical line at the ``current`` slice (0-based)."""
+    thresholds, fig = thresholds or {}, go.Figure()
+    for i, (name, probs) in enumerate(curves.items()):
+        x = list(range(1, len(probs) + 1))
+        text = list(labels) if labels is not None else [f"slice {k}" for k in x]
+        y = [None if p is None else 100 * float(p) for p in probs]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, connectgaps=False, text=text,
+                                 line=dict(color=_colour(i), width=2), marker=dict(size=5),
+                                 hovertemplate="%{text}<br>" + f"{name}: " + "%{y:.1f}%<extra></extra>"))
+        refused = [k for k, p in zip(x, probs) if p is None]
+        if refused:
+            fig.add_trace(go.Scatter(x=refused, y=[-3] * len(refused), mode="markers", name=f"{name}: refused",
+                                     marker=dict(color=_colour(i), symbol="x", size=8),
+                                     hovertemplate="slice %{x}: " + f"{name} refused<extra></extra>"))
+        if name in thresholds:
+            fig.add_hline(y=100 * float(thresholds[name]), line=dict(color=_colour(i), dash="dot", width=1))
+    if current is not None:
+        fig.add_vline(x=current + 1, line=dict(color="#555", dash="dash"),
+                      annotation_text=f"slice {current + 1}", annotation_position="top")
+    n = max((len(p) for p in curves.values()), default=1)
+    fig.update_layout(title=title, height=340, xaxis=dict(title="slice", range=[0.5, n + 0.5], tickformat="d",
+                                                          dtick=max(1, math.ceil(n / 20))),
+                      yaxis=dict(title="tumour probability (%)", range=[-6, 105]),
+                      legend=dict(orientation="h", y=-0.25), **_LAYOUT)
     return fig
 
 

@@ -19,6 +19,10 @@ from bt_core.config import TrainConfig
 from bt_core import DISCLAIMER  # noqa: F401  (re-exported)
 
 
+REASON_FEATURES = "unlike the training data"  # the Mahalanobis detector on the model's features flagged it
+REASON_STATISTICS = "not a brain MRI slice?"  # the image-statistics detector flagged it
+
+
 @dataclass
 class Answer:
     """One image's answer."""
@@ -30,6 +34,7 @@ class Answer:
     ood: bool = False
     ood_score: float | None = None  # distance to the training data over its threshold: > 1 is flagged
     notes: list = field(default_factory=list)
+    reason: str | None = None  # why the model refused to answer (None: it answered)
 
     @property
     def decision(self) -> str:
@@ -40,7 +45,7 @@ class Answer:
     def to_dict(self) -> dict:
         return {"name": self.name, "prob": round(self.prob, 6), "threshold": self.threshold,
                 "decision": self.decision, "tumour": self.tumour, "ood": self.ood,
-                "ood_score": self.ood_score, "notes": self.notes}
+                "ood_score": self.ood_score, "notes": self.notes, "reason": self.reason}
 
 
 class Predictor:
@@ -107,16 +112,20 @@ class Predictor:
 
     def _answers(self, names, thr, resized, raw, feats) -> list[Answer]:
         prob = self._calibrated(raw)
-        flags = scores = [None] * len(prob)
+        flags = scores = reasons = [None] * len(prob)
         if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
             scores = self.ood.score(np.asarray(feats, np.float64)) / self.ood.threshold
+            stats = np.zeros_like(scores)
             if self.ood_stats is not None:
                 from bt_core.evaluation.ood import image_statistics
-                scores = np.maximum(scores, self.ood_stats.score(image_statistics(resized)) / self.ood_stats.threshold)
+                stats = self.ood_stats.score(image_statistics(resized)) / self.ood_stats.threshold
+            reasons = [REASON_FEATURES if f > 1.0 else REASON_STATISTICS if s > 1.0 else None
+                       for f, s in zip(scores, stats)]
+            scores = np.maximum(scores, stats)
             flags = scores > 1.0
         return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
-                       float(s) if s is not None else None)
-                for n, p, f, s in zip(names, prob, flags, scores)]
+                       float(s) if s is not None else None, reason=r)
+                for n, p, f, s, r in zip(names, prob, flags, scores, reasons)]
 
     def answer_and_explain(self, pixels_list, names=None, threshold: float | None = None, method: str = "gradcam",
                            target: str = "tumour") -> tuple[list[Answer], np.ndarray]:

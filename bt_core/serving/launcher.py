@@ -1,6 +1,7 @@
 """Training launcher: one background ``python -m bt_core cv|train`` job at a time, from the app.
 
-Off unless ``BT_ENABLE_TRAINING=1`` (or the Streamlit secret ``enable_training = true``). Data folders
+On for a local server, off on Streamlit Community Cloud or a server on a public address, and
+``BT_ENABLE_TRAINING=1|0`` (or the Streamlit secret ``enable_training``) overrides both (:func:`training_switch`). Data folders
 must lie in an allowed root: ``$BT_DATA_ROOTS`` (``os.pathsep``-separated; default ``../shared/data``
 beside the repository). JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32,
 240 px, seed 42) with the leak-free group split. A job lives in ``<runs root>/_jobs/<id>/`` (job.json,
@@ -52,10 +53,38 @@ class BusyError(BTError):
     """A training job is already running."""
 
 
-def enabled(env=None, secrets=None) -> bool:
-    """True when an operator switched the launcher on: env ``BT_ENABLE_TRAINING=1`` or a secret."""
-    vals = [(os.environ if env is None else env).get("BT_ENABLE_TRAINING"), (secrets or {}).get("enable_training")]
-    return any(str(v).strip().lower() in ("1", "true", "yes", "on") for v in vals)
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+LOCAL_ADDRESSES = ("", "localhost", "127.0.0.1", "::1")
+
+
+def on_community_cloud(env=None, repo: Path = REPO) -> bool:
+    """Streamlit Community Cloud's markers: ``HOSTNAME=streamlit``, ``SF_PARTNER=streamlit``, the home
+    ``/home/appuser`` or the repository under ``/mount/src`` (where Cloud checks it out)."""
+    env = os.environ if env is None else env
+    return (env.get("HOSTNAME") == "streamlit" or env.get("SF_PARTNER") == "streamlit"
+            or env.get("HOME") == "/home/appuser" or Path("/mount/src") in Path(repo).parents)
+
+
+def training_switch(env=None, secrets=None, server_address=None) -> tuple[bool, str]:
+    """-> (on, why). An explicit ``BT_ENABLE_TRAINING`` (1/0), then the secret ``enable_training``, wins;
+    otherwise on for a local server (``server.address`` unset or loopback) that is not on Community Cloud."""
+    env = os.environ if env is None else env
+    for value, where in ((env.get("BT_ENABLE_TRAINING"), "BT_ENABLE_TRAINING"),
+                         ((secrets or {}).get("enable_training"), "the secret enable_training")):
+        text = str(value).strip().lower() if value is not None else ""
+        if text in _ON or text in _OFF:
+            return text in _ON, f"set by {where}"
+    if on_community_cloud(env):
+        return False, "off on Streamlit Community Cloud unless the operator turns it on"
+    address = str(server_address or "").strip().strip("[]").lower()
+    if address not in LOCAL_ADDRESSES:
+        return False, f"off on a server listening on {address} unless the operator turns it on"
+    return True, "on for a local server (server.address unset or loopback)"
+
+
+def enabled(env=None, secrets=None, server_address=None) -> bool:
+    """Whether the launcher is on (:func:`training_switch`)."""
+    return training_switch(env, secrets, server_address)[0]
 
 
 def allowed_roots(env=None) -> list[Path]:
