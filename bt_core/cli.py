@@ -120,6 +120,25 @@ def cmd_train(args, mode: str) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """A grid of cv/train configurations as Ray tasks (bt_core.models.sweep); 1 if any failed."""
+    from bt_core.models import sweep
+
+    probe = argparse.ArgumentParser(add_help=False)
+    _train_args(probe)
+    spec = sweep.load_spec(args.file, args.set)
+    try:
+        out = sweep.run_sweep(spec, args.out, known={a.dest for a in probe._actions}, address=args.address,
+                              num_cpus=args.num_cpus, cpus_per_task=args.cpus_per_task, timeout=args.task_timeout)
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(sweep.format_table(out["table"]))
+    for r in out["failed"]:
+        print(f"FAILED {r['config_id']}: {r['error']}; log: {r['log']}", file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
 def default_run(kind: str = "transfer") -> str:
     """The shipped run of a kind ("transfer" or "cnn"), from trained_models/shipped.json."""
     from bt_core import runs
@@ -278,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default=None, help="the run's data folder, if it moved")
     c.add_argument("--target-sensitivity", type=float, default=0.98)
     c.add_argument("--ood-quantile", type=float, default=0.99)
+    sw = sub.add_parser("sweep", help="a grid of cv/train configurations as Ray tasks (pip install -r requirements-ray.txt)")
+    sw.add_argument("file", nargs="?", default=None, help="sweep TOML: command, name, [base] options, [grid] lists")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a grid axis (several values) or a base option (one value); overrides the file")
+    sw.add_argument("--out", default=None, help="run registry folder (default trained_models/)")
+    sw.add_argument("--address", default=None, help="an existing Ray cluster (default: a local Ray instance)")
+    sw.add_argument("--num-cpus", type=int, default=None, help="local Ray: CPUs to use (default all)")
+    sw.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs each configuration reserves")
+    sw.add_argument("--task-timeout", type=float, default=None, metavar="S", help="stop a configuration after S s")
     ru = sub.add_parser("runs", help="list the runs in the registry")
     ru.add_argument("--out", default=None)
     return p
@@ -301,6 +329,8 @@ def main(argv=None) -> int:
             from bt_core.evaluation.posthoc import calibrate
             print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile), default=float, indent=1))
             return 0
+        if args.command == "sweep":
+            return cmd_sweep(args)
         return {"evaluate": cmd_evaluate, "predict": cmd_predict, "audit": cmd_audit, "runs": cmd_runs}[args.command](args)
     except BTError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -155,7 +155,8 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict]:
                         "mode": rec.get("mode"), "model": cfg.get("model"), "backbone": cfg.get("backbone"),
                         "split": cfg.get("split"), "epochs": cfg.get("epochs"), "created": rec.get("created"),
                         "test": (rec.get("test") or {}).get("metrics", {}), "folds": len(rec.get("folds", [])),
-                        "has_model": (folder / rec.get("model_file", MODEL_FILE)).is_file()})
+                        "has_model": (folder / rec.get("model_file", MODEL_FILE)).is_file(),
+                        "sweep": rec.get("sweep")})  # {"id", "config_id", "options"} for a run of a sweep
         except (OSError, ValueError) as err:
             out.append({"id": folder.name, "dir": str(folder), "status": f"unreadable: {err}"})
     return out
@@ -163,6 +164,23 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict]:
 
 def load_model(run: str | os.PathLike, root=None):
     """The run's Keras model, loaded with ``safe_mode=True``."""
+def check_model_file(run: str | os.PathLike, root=None) -> Path:
+    """The run's model file, if it is there and is a Keras archive (a zip with its config); else ModelError.
+    Reads only the zip's directory: a cheap check before a (slower) load."""
+    import zipfile
+
+    path = resolve(run, root) / MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "config.json" not in z.namelist():
+                raise zipfile.BadZipFile("no config.json")
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelError(f"model {path} could not be loaded ({type(err).__name__}); the file may be corrupt") from None
+    return path
+
+
     import keras
 
     from bt_core.models import networks  # noqa: F401  (registers custom layers)

@@ -181,14 +181,14 @@ def test_constant_image_gives_no_nan(method):
 
 def test_no_tumour_uses_negated_gradient(monkeypatch):
     seen = []
-    real = gradcam._gradients
+    real = gradcam._forward_and_gradients
 
-    def spy(fn, a):
-        score, grads = real(fn, a)
-        seen.append((score, grads))
-        return score, grads
+    def spy(*args):
+        out = real(*args)
+        seen.append(out[2:4])  # (score, gradients)
+        return out
 
-    monkeypatch.setattr(gradcam, "_gradients", spy)
+    monkeypatch.setattr(gradcam, "_forward_and_gradients", spy)
     model, x = tiny_cnn(), random_images(2, seed=3)
     explain(model, x, target="tumour")
     explain(model, x, target="no_tumour")

@@ -195,6 +195,57 @@ def _activations(model, head, x):
     return np.asarray(per_model[name].predict_on_batch(x))
 
 
+_FUSED = weakref.WeakKeyDictionary()  # model -> {(target, features, sign): tf.function}
+
+
+def _forward_and_gradients(model, head, to_logit, after, n_features, sign, x):
+    """One batch -> (activations of the target layer, features (the output of ``to_logit[n_features - 1]``)
+    or None, score = ``sign`` x logit, d sum(score) / d activations, probability), as numpy arrays.
+
+    On TensorFlow all of it is one ``tf.function`` traced once per model, target and sign (no per-layer
+    eager calls, one graph call a batch); other backends run the head as a compiled Keras model and take
+    the gradient with :func:`_gradients`."""
+    import keras
+
+    def score_fn(a):
+        return sign * keras.ops.reshape(_apply(to_logit, a), (-1,))
+
+    if keras.backend.backend() != "tensorflow":
+        acts = _activations(model, head, x)
+        feats = np.asarray(keras.ops.convert_to_numpy(_apply(to_logit[:n_features], acts))) if n_features else None
+        score, grads = _gradients(score_fn, acts.astype(np.float32))
+        return acts, feats, score, grads, _probability(after, sign * np.asarray(score, np.float32))
+    import tensorflow as tf
+
+    per_model = _FUSED.setdefault(model, {})
+    key = (head[-1].name, to_logit[n_features - 1].name if n_features else None, sign)
+    if key not in per_model:
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+
+        @tf.function(input_signature=[spec])
+        def step(images):
+            acts = _apply(head, images)
+            with tf.GradientTape() as tape:
+                tape.watch(acts)
+                feats = _apply(to_logit[:n_features], acts) if n_features else acts
+                logit = _apply(to_logit[n_features:], feats) if n_features else _apply(to_logit, acts)
+                score = sign * tf.reshape(logit, (-1,))
+                total = tf.reduce_sum(score)
+            return acts, feats, score, tape.gradient(total, acts), _probability(after, sign * score)
+
+        per_model[key] = step
+    acts, feats, score, grads, prob = per_model[key](tf.convert_to_tensor(x))
+    return acts.numpy(), (feats.numpy() if n_features else None), score.numpy(), grads.numpy(), prob.numpy()
+
+
+def _probability(after, logit):
+    """The layers after the logit (the sigmoid), or a sigmoid -> (N,)."""
+    import keras
+
+    logit = keras.ops.reshape(logit, (-1, 1))
+    return keras.ops.reshape(_apply(after, logit) if after else keras.ops.sigmoid(logit), (-1,))
+
+
 def _check_images(model, images):
     x = np.asarray(images, dtype=np.float32)
     expected = tuple(model.inputs[0].shape[1:])
@@ -247,22 +298,18 @@ def explain_all(model, images, target="tumour", method="gradcam", layer=None, fe
         to_features = layers[t + 1 : f + 1]
     sign = 1.0 if target == "tumour" else -1.0
     map_fn = gradcam_map if method == "gradcam" else gradcam_pp_map
+    n_features = len(to_features) if to_features is not None else 0
 
     import keras
 
-    def score_fn(a):
-        return sign * keras.ops.reshape(_apply(to_logit, a), (-1,))
-
     maps, probs, feats = [], [], []
     for start in range(0, len(x), int(batch_size)):
-        acts = _activations(model, head, x[start : start + int(batch_size)])
+        acts, f, score, grads, prob = _forward_and_gradients(model, head, to_logit, after, n_features, sign,
+                                                             x[start : start + int(batch_size)])
         if acts.ndim != 4:
             raise ModelError(f"layer {target_layer.name!r} output is not 4-D (got {acts.shape})")
-        if to_features is not None:
-            feats.append(np.asarray(keras.ops.convert_to_numpy(_apply(to_features, acts)), np.float32))
-        score, grads = _gradients(score_fn, acts.astype(np.float32))
-        logit = (sign * np.asarray(score, dtype=np.float32)).reshape(-1, 1)
-        prob = _apply(after, logit) if after else 1.0 / (1.0 + np.exp(-logit))
+        if f is not None:
+            feats.append(np.asarray(f, np.float32))
         prob = keras.ops.convert_to_numpy(prob)
         probs.append(np.asarray(prob, dtype=np.float32).reshape(-1))
         maps.extend(upsample(map_fn(a, g), x.shape[1:3]) for a, g in zip(acts, grads))

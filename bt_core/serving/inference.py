@@ -8,6 +8,8 @@ Results are decision support, not a diagnosis.
 """
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,41 @@ from bt_core import DISCLAIMER  # noqa: F401  (re-exported)
 
 REASON_FEATURES = "unlike the training data"  # the Mahalanobis detector on the model's features flagged it
 REASON_STATISTICS = "not a brain MRI slice?"  # the image-statistics detector flagged it
+
+
+class _Background:
+    """A function run once in a thread; :meth:`result` waits for it and re-raises its error."""
+
+    def __init__(self, fn):
+        self._fn, self._done, self._value, self._error = fn, threading.Event(), None, None
+        self._lock = threading.Lock()
+        self._started = False
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller of result()
+            self._error = err
+        finally:
+            self._done.set()
+
+    def start(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                # not a daemon: the interpreter waits for a load at exit (a thread killed inside TensorFlow aborts)
+                threading.Thread(target=self._run, name="bt-load-model").start()
+
+    def result(self):
+        with self._lock:
+            run_here = not self._started
+            self._started = True
+        if run_here:
+            self._run()
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @dataclass
@@ -51,25 +88,60 @@ class Answer:
 class Predictor:
     """A loaded run, ready to answer."""
 
-    def __init__(self, run, root=None):
+    def __init__(self, run, root=None, background: bool = True, warm_up: str | None = None):
+        """Reads the run's record now and loads its model (and out-of-distribution check) in a background
+        thread, so several predictors load at once and a caller can go on (e.g. draw a page); the first
+        use of ``model``, ``ood`` or ``ood_stats`` waits for it and raises its ModelError. A file that is
+        not a Keras archive raises ModelError here. ``warm_up="answer"`` or ``"explain"`` also runs one
+        blank image through that path in the thread (traces its graph before the first real image)."""
         self.record = runs.load_run(run, root)
-        self.model = runs.load_model(self.record["dir"])
+        runs.check_model_file(self.record["dir"])
         self.config = TrainConfig.from_dict(self.record.get("config", {}))
         self.name = self.record.get("label") or self.record.get("id", "model")
         cal = self.record.get("calibration") or {}
         self.temperature = float(cal.get("temperature", 1.0))
         self.threshold = float((self.record.get("operating_point") or {}).get("threshold", 0.5))
-        self.ood = self.ood_stats = None
+        self._loading = _Background(lambda: self._load(warm_up))
+        if background:
+            self._loading.start()
+        else:
+            self.__dict__.update(self._loading.result())
+
+    def _load(self, warm_up: str | None) -> dict:
+        """-> the attributes that need the model (run in the loading thread, published on first use)."""
+        out = {"model": runs.load_model(self.record["dir"]), "ood": None, "ood_stats": None}
         if self.record.get("ood"):
             from bt_core.evaluation import ood
             try:
-                self.ood = ood.OODDetector.load(self.record["dir"])
+                detector = ood.OODDetector.load(self.record["dir"])
                 # one forward pass gives the probability and the features the check needs
-                self._prob_and_features = ood.feature_model(self.model, self.record["ood"]["layer"], with_output=True)
-                self.ood_stats = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
-                                  if self.record["ood"].get("stats_file") else None)
+                out["_prob_and_features"] = ood.feature_model(out["model"], self.record["ood"]["layer"], with_output=True)
+                out["ood_stats"] = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
+                                    if self.record["ood"].get("stats_file") else None)
+                out["ood"] = detector
             except (OSError, KeyError, ValueError):
-                self.ood = None  # the answer then carries no out-of-distribution flag
+                out["ood"] = out["ood_stats"] = None  # the answer then carries no out-of-distribution flag
+        if warm_up:
+            ready = copy.copy(self)
+            ready.__dict__.update(out, _loading=None)  # never waits on this very thread
+            size = self.config.image_size
+            blank = [(np.add.outer(np.arange(size), np.arange(size)) % 256).astype(np.uint8)]
+            try:
+                ready.answer_and_explain(blank) if warm_up == "explain" else ready.answer(blank)
+            except Exception:  # noqa: BLE001 - a warm-up is only a head start; real calls report errors
+                pass
+        return out
+
+    def __getattr__(self, name):
+        """Attributes the loading thread makes: wait for it (once), then they are plain attributes."""
+        loading = self.__dict__.get("_loading")
+        if loading is None or name.startswith("__"):
+            raise AttributeError(name)
+        for key, value in loading.result().items():
+            self.__dict__.setdefault(key, value)
+        if name not in self.__dict__:
+            raise AttributeError(name)
+        return self.__dict__[name]
 
     def resized(self, pixels_list) -> np.ndarray:
         """Greyscale uint8 images of any size -> (N, size, size) uint8, resized as in training:
