@@ -1,4 +1,4 @@
-"""Command line: ``python -m bt_core {train,cv,evaluate,predict,audit,reproduce,runs}``.
+"""Command line: ``python -m bt_core {train,cv,loso,evaluate,predict,audit,reproduce,runs,...}``.
 
 Every user error (bad file, wrong folder, bad option, missing model) ends with one line on stderr
 and exit status 2, never a traceback. ``--json`` on ``evaluate`` and ``predict`` prints one JSON
@@ -21,9 +21,26 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--data", required=True, help="two-class folder (yes/ = tumour, no/ = no tumour)")
+    p.add_argument("--data", action="append", default=[], metavar="FOLDER",
+                   help="a labelled source (yes/ = tumour, no/ = no tumour, optional metadata.csv); repeat it for "
+                        "several sources (one class alone is fine for a source)")
+    p.add_argument("--sources", default=None, metavar="FILE", help="a TOML file of [[source]] tables (path, name, family)")
     p.add_argument("--classes", nargs=2, default=["no", "yes"], metavar=("NEG", "POS"), help="class folder names")
     p.add_argument("--model", default=d.model, choices=MODEL_KINDS)
+    p.add_argument("--views", type=int, default=0, metavar="K",
+                   help="train also on K random views of each training image (rotations incl. 90/180, flips, crops, "
+                        "gamma, contrast, bias field, blur, noise, resolution, JPEG)")
+    p.add_argument("--balance", default=d.balance, choices=("none", "source"),
+                   help="source: every (source family, class) pair weighs the same in training")
+    p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")
+    p.add_argument("--mask-weight", type=float, default=d.mask_weight,
+                   help="patch model: weight of the per-cell loss on the expert tumour masks")
+    p.add_argument("--freeze-backbone", action="store_true", help="patch model: train the head only")
+    p.add_argument("--head-depth", type=int, default=d.head_depth,
+                   help="patch model: 3x3 context convolutions in the head")
+    p.add_argument("--dense-units", type=int, default=d.dense_units,
+                   help="width of the dense layer (CNN, transfer) or of the patch head")
+    p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--backbone", default=d.backbone, choices=BACKBONES)
     p.add_argument("--backbone-weights", default=d.backbone_weights,
                    help="'default' (ImageNet; Lite0 ships offline), 'imagenet', a weights file, or 'none'")
@@ -69,7 +86,10 @@ def _config(args):
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
                        augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from, head_pool=args.head_pool,
-                       pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, mixed_precision=args.mixed_precision, data_parallel=args.data_parallel).validate()
+                       pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, mixed_precision=args.mixed_precision, data_parallel=args.data_parallel,
+                       views=args.views, balance=args.balance, samples_per_epoch=args.samples_per_epoch,
+                       mask_weight=args.mask_weight, freeze_backbone=args.freeze_backbone, dropout=args.dropout,
+                       head_depth=args.head_depth, dense_units=args.dense_units).validate()
 
 
 def _progress_printer(path: str | None):
@@ -88,23 +108,44 @@ def _progress_printer(path: str | None):
     return report
 
 
+def load_training_data(args, report):
+    """The sources named by ``--data`` (repeated) / ``--sources`` -> (data set, (masks, has_mask) or None).
+
+    One folder without metadata is read as before (near-duplicate groups are computed by the split)."""
+    import numpy as np
+
+    from bt_core import data
+    from bt_core.data import sources
+
+    specs = sources.specs_from(args.data, args.sources)
+    report({"event": "data", "stage": "reading " + ", ".join(s.name for s in specs)})
+    # decoded at the canonical size, so groups (hence the split) never depend on the model
+    decode = lambda name, i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None  # noqa: E731
+    if len(specs) == 1 and not (Path(specs[0].path) / sources.META_FILE).is_file():
+        ds = data.load_folder(specs[0].path, data.DEFAULT_SIZE, args.classes, progress=lambda i, n: decode("", i, n))
+        if args.model != "patch":
+            return ds, None
+        ds.source, ds.source_names, ds.families = np.zeros(len(ds), np.int64), [specs[0].name], [specs[0].family]
+    else:
+        ds = sources.load_sources(specs, data.DEFAULT_SIZE, args.classes, progress=decode)
+    return ds, (sources.load_masks(ds, specs) if args.model == "patch" else None)
+
+
 def cmd_train(args, mode: str) -> int:
     from bt_core import data, runs
     from bt_core.models import training
 
     cfg = _config(args)
     report = _progress_printer(args.progress_file)
-    report({"event": "data", "stage": f"reading {args.data}"})
-    # decoded at the canonical size, so near-duplicate groups (hence the split) never depend on the model
-    ds = data.load_folder(args.data, data.DEFAULT_SIZE, args.classes,
-                          progress=lambda i, n: report({"event": "decode", "i": i, "n": n}) if i % 200 == 0 or i == n else None)
+    ds, masks = load_training_data(args, report)
     fold_records = None  # --- several devices (bt_core.models.distribute) ---
     if args.only_fold is not None and not args.out:
         raise ConfigError("--only-fold saves a partial run: give it --out DIR (a scratch folder)")
     if args.parallel_folds:
         from bt_core.models.distribute import folds_from_cli
         fold_records = folds_from_cli(args, build_parser(), mode, cfg.folds, report)
-    model, record = training.run_protocol(cfg, ds, mode, report, only_fold=args.only_fold, fold_records=fold_records)
+    model, record = training.run_protocol(cfg, ds, mode, report, only_fold=args.only_fold, fold_records=fold_records,
+                                          masks=masks)
     if args.only_fold is not None:
         folder = runs.save_run(record, None, args.out)
         print(f"saved fold {args.only_fold} of {cfg.folds} in {folder}")
@@ -117,6 +158,28 @@ def cmd_train(args, mode: str) -> int:
     m = record["test"]["metrics"]
     print(f"saved {folder}\ntest: accuracy {m['accuracy']:.4f} sensitivity {m['sensitivity']:.4f} "
           f"specificity {m['specificity']:.4f} auc {m['auc']:.4f} (n={m['n']})")
+    return 0
+
+
+def cmd_loso(args) -> int:
+    from bt_core import runs
+    from bt_core.models import loso
+
+    cfg = _config(args)
+    report = _progress_printer(args.progress_file)
+    ds, masks = load_training_data(args, report)
+    record = loso.leave_one_source_out(cfg, ds, masks, report, only=args.only or None)
+    record["command"] = "python -m bt_core " + shlex.join(args.argv)
+    if args.label:
+        record["label"] = args.label
+    folder = runs.save_run(record, None, args.out)
+    report({"event": "saved", "run": str(folder)})
+    print(f"saved {folder}")
+    for held, r in record["held_out"].items():
+        for name, m in r["per_source"].items():
+            figs = " ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "sensitivity", "specificity", "auc")
+                            if isinstance(m.get(k), float) and m[k] == m[k])
+            print(f"held out {held}: {name} (n={m['n']}) {figs}")
     return 0
 
 
@@ -261,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _train_args(sub.add_parser("train", help="fit on the training part, score on the test part"))
     _train_args(sub.add_parser("cv", help="k-fold CV, then final fit and test (the paper's protocol)"))
+    lo = sub.add_parser("loso", help="leave-one-source-out: train on all source families but one, test on it")
+    _train_args(lo)
+    lo.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="hold out only these families")
     e = sub.add_parser("evaluate", help="score a saved run on any labelled folder (one class alone is fine)")
     e.add_argument("--data", required=True, action="append",
                    help="folder with yes/ and/or no/ (repeat for several sources: overall and per-source metrics)")
@@ -297,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default=None, help="the run's data folder, if it moved")
     c.add_argument("--target-sensitivity", type=float, default=0.98)
     c.add_argument("--ood-quantile", type=float, default=0.99)
+    c.add_argument("--loso", default=None, metavar="RUN",
+                   help="a leave-one-source-out run of the same recipe: fit the abstention band on its predictions")
+    c.add_argument("--abstain-target", type=float, default=0.97,
+                   help="accuracy on answered images the band must reach on every source")
     sw = sub.add_parser("sweep", help="a grid of cv/train configurations as Ray tasks (pip install -r requirements-ray.txt)")
     sw.add_argument("file", nargs="?", default=None, help="sweep TOML: command, name, [base] options, [grid] lists")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
@@ -322,12 +392,15 @@ def main(argv=None) -> int:
     try:
         if args.command in ("train", "cv"):
             return cmd_train(args, args.command)
+        if args.command == "loso":
+            return cmd_loso(args)
         if args.command == "reproduce":
             from bt_core.evaluation.reproduce import main as reproduce_main
             return reproduce_main(args)
         if args.command == "calibrate":
             from bt_core.evaluation.posthoc import calibrate
-            print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile), default=float, indent=1))
+            print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile,
+                                       loso_run=args.loso, abstain_target=args.abstain_target), default=float, indent=1))
             return 0
         if args.command == "sweep":
             return cmd_sweep(args)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from bt_core.errors import ConfigError
 
-MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer")
+MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
+BALANCE_CHOICES = ("none", "source")
 BACKBONES = ("efficientnet_lite0", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
 PREPROCESS_CHOICES = ("none", "percentile")
@@ -49,6 +50,13 @@ class TrainConfig:
     mixed_precision: bool = False
     data_parallel: bool = False  # bt_core.models.distribute.data_parallel: one model on all visible GPUs
     max_distance: int = DEFAULT_MAX_DISTANCE
+    # several sources (bt_core.data.sources) and the patch model (bt_core.models.patch)
+    views: int = 0  # K random augmented views of each training image (bt_core.data.augment), 0: none
+    balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
+    samples_per_epoch: int = 0  # rows drawn per epoch (0: every training row once)
+    mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
+    freeze_backbone: bool = False  # patch model: keep blocks 08-10 frozen too (head only)
+    head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -72,6 +80,13 @@ class TrainConfig:
             (isinstance(self.degrade_copies, int) and 0 <= self.degrade_copies <= 8,
              "degrade copies must be a whole number from 0 to 8"),
             (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
+            (isinstance(self.views, int) and 0 <= self.views <= 8, "views must be a whole number from 0 to 8"),
+            (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),
+            (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
+            (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),
+            (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),
+            (self.model != "patch" or (self.image_size % 16 == 0 and self.channels == 1),
+             "the patch model needs an image size that is a multiple of 16 and one channel"),
         ]
         for ok, message in checks:
             if not ok:

@@ -44,6 +44,8 @@ def shipped(root: str | os.PathLike | None = None) -> dict[str, Path]:
 def new_run_id(record: dict) -> str:
     cfg = record.get("config", {})
     name = cfg.get("model", "model") + (f"-{cfg['backbone']}" if cfg.get("model") == "transfer" else "")
+    if len(record.get("data", {}).get("sources") or []) > 1:
+        name += f"-{len(record['data']['sources'])}src"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{cfg.get('split', 'split')}-{record.get('mode', 'run')}"
 
 
@@ -162,8 +164,6 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict]:
     return out
 
 
-def load_model(run: str | os.PathLike, root=None):
-    """The run's Keras model, loaded with ``safe_mode=True``."""
 def check_model_file(run: str | os.PathLike, root=None) -> Path:
     """The run's model file, if it is there and is a Keras archive (a zip with its config); else ModelError.
     Reads only the zip's directory: a cheap check before a (slower) load."""
@@ -181,6 +181,8 @@ def check_model_file(run: str | os.PathLike, root=None) -> Path:
     return path
 
 
+def load_model(run: str | os.PathLike, root=None):
+    """The run's Keras model, loaded with ``safe_mode=True``."""
     import keras
 
     from bt_core.models import networks  # noqa: F401  (registers custom layers)

@@ -299,3 +299,19 @@ def test_one_pass_gives_maps_probabilities_and_the_features_of_a_later_layer():
     cnn = tiny_cnn()
     with pytest.raises(ModelError, match="between"):
         gradcam.explain_all(cnn, x, feature_layer=cnn.layers[1].name)  # the rescaling, before the last conv
+
+
+def test_pointing_game_and_energy_share_against_a_mask():
+    from bt_core.explain.pointing import pointing
+
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, 2:4, 2:4] = 255
+    on = np.zeros((2, 16, 16))
+    on[:, 5, 5] = 1.0  # inside the (upsampled) mask
+    off = np.zeros((2, 16, 16))
+    off[:, 14, 14] = 1.0
+    assert pointing(on, masks)["hit_rate"] == 1.0 and pointing(on, masks)["energy_inside"] == 1.0
+    assert pointing(off, masks)["hit_rate"] == 0.0 and pointing(off, masks)["energy_inside"] == 0.0
+    flat = pointing(np.ones((2, 16, 16)), masks)
+    assert abs(flat["energy_inside"] - flat["chance_energy"]) < 1e-9
+    assert pointing(on, np.zeros((2, 8, 8)))["n"] == 0  # no mask, no figure

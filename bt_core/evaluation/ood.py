@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
-DEFAULT_LAYER = {"transfer": "pool", "compact_cnn": "fc", "paper_cnn": "fc"}
+DEFAULT_LAYER = {"transfer": "pool", "compact_cnn": "fc", "paper_cnn": "fc", "patch": "backbone"}
 OOD_FILE = "ood.npz"
 STATS_FILE = "ood_stats.npz"
 
@@ -94,11 +94,16 @@ def image_statistics(images_u8: np.ndarray) -> np.ndarray:
 
 
 def feature_model(model, layer: str, with_output: bool = False):
-    """A keras Model from the classifier's input to the named feature layer; with ``with_output``,
+    """A keras Model from the classifier's input to the named feature layer (average-pooled when it
+    is a 4-D map); with ``with_output``,
     to ``[the classifier's output, the features]``, so one forward pass gives both."""
     import keras
 
-    features = model.get_layer(layer).output
+    found = model.get_layer(layer)
+    # a nested Model's own ``.output`` lives in its inner graph: take its output in this model's graph
+    features = found._inbound_nodes[-1].output_tensors[0] if isinstance(found, keras.Model) else found.output
+    if len(features.shape) == 4:  # a feature map (the patch model's backbone): its channel means
+        features = keras.layers.GlobalAveragePooling2D(name=f"{layer}_mean")(features)
     return keras.Model(model.inputs, [model.output, features] if with_output else features)
 
 

@@ -23,8 +23,22 @@ from bt_core.errors import ConfigError
 from bt_core.config import TrainConfig
 
 
+def load_run_data(record: dict, data_root=None):
+    """The data set a run was trained on: its folder, or its sources (names and roots from the record)."""
+    srcs = record["data"].get("sources") or []
+    if len(srcs) > 1 and not data_root:
+        from bt_core.data import sources
+
+        specs = [sources.SourceSpec(s["root"], s["name"], s["family"]) for s in srcs]
+        return sources.load_sources(specs, data.DEFAULT_SIZE, record["data"]["classes"])
+    return data.load_folder(data_root or record["data"]["root"], data.DEFAULT_SIZE, record["data"]["classes"])
+
+
 def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantile: float = 0.99,
-              progress=print) -> dict:
+              progress=print, loso_run=None, abstain_target: float = 0.97) -> dict:
+    """Calibrate a cv run (see the module docstring). With several sources, also fit the plane
+    detector (:mod:`bt_core.evaluation.plane`); with ``loso_run`` (a leave-one-source-out run of the
+    same recipe), the abstention band (:mod:`bt_core.evaluation.abstain`) on its predictions."""
     record = runs.load_run(run)
     folder = record["dir"]
     if not record.get("folds"):
@@ -45,7 +59,7 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
                                "chosen_on": "calibrated out-of-fold predictions",
                                "test": metrics.binary_metrics(test_y, test_cal, threshold)}}
 
-    ds = data.load_folder(data_root or record["data"]["root"], data.DEFAULT_SIZE, record["data"]["classes"])
+    ds = load_run_data(record, data_root)
     ds.images = data.at_size(ds.images, cfg.image_size)  # as run_protocol does
     if ds.fingerprint != record["data"].get("fingerprint"):
         raise ConfigError("the data folder differs from the one this run was trained on")
@@ -73,6 +87,34 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
                   "method": "class-conditional Mahalanobis (PCA 64, Ledoit-Wolf) on penultimate features "
                             "and on image statistics; flagged when either is over its threshold",
                   "test_flagged": int(test_flags.sum()), "test_n": int(len(test_idx))}
+    if ds.meta.get("plane") is not None or len(record["data"].get("sources") or []) > 1:
+        from bt_core.evaluation.plane import PlaneDetector, plane_labels
+
+        planes = plane_labels(ds.meta.get("plane"), ds.family_of())
+        fit = np.intersect1d(train_idx, np.flatnonzero(planes != ""))
+        if len(set(planes[fit].tolist())) > 1:
+            det = PlaneDetector().fit(feats[fit], planes[fit])
+            det.save(folder)
+            te = np.intersect1d(test_idx, np.flatnonzero(planes != ""))
+            pred = np.asarray(det.predict(feats[te]))
+            out["plane"] = {"file": "plane.npz", "layer": layer, "classes": det.classes.tolist(),
+                            "test_accuracy": float((pred == planes[te]).mean()), "test_n": int(len(te)),
+                            "test_per_plane": {str(c): float((pred[planes[te] == c] == c).mean())
+                                               for c in np.unique(planes[te])}}
+    if loso_run:
+        from bt_core.evaluation import abstain
+
+        lo = runs.load_run(loso_run)
+        y_l, p_l, s_l = [], [], []
+        for r in lo["held_out"].values():
+            y_l += r["y"]
+            p_l += list(calibration.apply_temperature(np.asarray(r["prob"]), temperature))
+            s_l += r["source"]
+        band = abstain.fit_band(np.asarray(y_l), np.asarray(p_l), np.asarray(s_l), abstain_target, threshold)
+        out["abstain"] = {**band, "loso_run": lo["id"],
+                          "method": "uncertain band of calibrated probabilities around the operating threshold, "
+                                    "fitted on leave-one-source-out predictions so that accuracy on answered "
+                                    f"images is at least {abstain_target} on every source"}
     record.update(out)
     record.pop("dir", None)
     runs.write_json_atomic(runs.resolve(folder) / runs.RUN_FILE, record)

@@ -106,13 +106,17 @@ def _chain(model):
 def find_target_layer(model):
     """The last convolutional layer: the last Conv layer or nested Model whose output is 4-D.
 
-    Falls back to the last layer of any kind with a 4-D output (e.g. pooling); raises
+    For the patch model (:mod:`bt_core.models.patch`) it is the backbone's last map, the input of
+    ``patch_head``. Falls back to the last layer of any kind with a 4-D output (e.g. pooling); raises
     :class:`ModelError` when the model has no spatial feature map at all.
     """
     import keras
 
     convs = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
     layers = _chain(model)
+    names = [lyr.name for lyr in layers]
+    if "patch_head" in names and names.index("patch_head") > 0:  # the patch model: the backbone's last map
+        return layers[names.index("patch_head") - 1]
     spatial = [lyr for lyr in layers if _output_rank(lyr) == 4]
     preferred = [lyr for lyr in spatial if isinstance(lyr, (convs, keras.Model))]
     if preferred:
@@ -293,9 +297,10 @@ def explain_all(model, images, target="tumour", method="gradcam", layer=None, fe
     to_features = None
     if feature_layer is not None:
         f = names.index(_resolve_layer(model, feature_layer).name)
-        if not t < f <= k:
+        if not t <= f <= k:
             raise ModelError(f"feature layer {names[f]!r} does not lie between {target_layer.name!r} and the logit")
-        to_features = layers[t + 1 : f + 1]
+        to_features = layers[t + 1 : f + 1] if f > t else None
+        features_are_activations = f == t
     sign = 1.0 if target == "tumour" else -1.0
     map_fn = gradcam_map if method == "gradcam" else gradcam_pp_map
     n_features = len(to_features) if to_features is not None else 0
@@ -310,6 +315,8 @@ def explain_all(model, images, target="tumour", method="gradcam", layer=None, fe
             raise ModelError(f"layer {target_layer.name!r} output is not 4-D (got {acts.shape})")
         if f is not None:
             feats.append(np.asarray(f, np.float32))
+        elif feature_layer is not None and features_are_activations:
+            feats.append(np.asarray(acts, np.float32))
         prob = keras.ops.convert_to_numpy(prob)
         probs.append(np.asarray(prob, dtype=np.float32).reshape(-1))
         maps.extend(upsample(map_fn(a, g), x.shape[1:3]) for a, g in zip(acts, grads))

@@ -1,8 +1,8 @@
 """Patch model: a transfer model that scores every cell of the slice and pools them into one answer.
 
 EfficientNet-Lite0 (ImageNet weights, :mod:`bt_core.models.lite0`) is cut after ``block10_add``
-(stride 16: a 15 x 15 map of 112 channels at 240 px). A small head gives each cell a tumour logit
-(``patch_logit``, a 15 x 15 map); the image's logit is their smooth maximum (log-sum-exp pooling,
+(stride 16: a 15 x 15 map of 112 channels at 240 px). A small head (``patch_head``: optional 3x3
+context convolutions, then 1x1) gives each cell a tumour logit (a 15 x 15 map); the image's logit is their smooth maximum (log-sum-exp pooling,
 :class:`LSEPool`), then ``Dense(1, name="logit")`` and ``Activation("sigmoid", name="prob")`` as
 every model here. So the answer is "is there a tumour *somewhere*", and the cell map says where.
 
@@ -12,7 +12,7 @@ the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the imag
 (multiple-instance learning). Fine-tuning: blocks ``FINE_TUNE_FROM`` + 1 .. 10 train (BatchNorm
 frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
 
-Defaults: 240 px, head 64 channels, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
+Defaults: 240 px, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
 """
 from __future__ import annotations
 
@@ -55,8 +55,20 @@ def masked_bce(y_true, y_pred):
     return ops.sum(loss * known, axis=(1, 2, 3)) / (ops.sum(known, axis=(1, 2, 3)) + 1e-6)
 
 
+def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0) -> keras.Model:
+    """Cell logits from a feature map: ``depth`` 3x3 convolutions (context), a 1x1 convolution, dropout,
+    and a 1x1 convolution to one logit per cell (``patch_logit``)."""
+    inp = keras.Input(shape)
+    x = inp
+    for i in range(depth):
+        x = layers.Conv2D(units, 3, padding="same", activation="relu", name=f"patch_context{i}")(x)
+    x = layers.Conv2D(units, 1, activation="relu", name="patch_conv")(x)
+    x = layers.Dropout(dropout, name="patch_dropout")(x)
+    return keras.Model(inp, layers.Conv2D(1, 1, name="patch_logit")(x), name="patch_head")
+
+
 def build(weights="default", image_size: int = 240, head_units: int = 64, dropout: float = 0.3,
-          lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42) -> keras.Model:
+          lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42, head_depth: int = 0) -> keras.Model:
     """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}."""
     keras.utils.set_random_seed(seed)
     full = networks.backbone_model("efficientnet_lite0", weights, (image_size, image_size, 3))
@@ -69,9 +81,7 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
     x = networks.GreyToRGB(name="grey_to_rgb")(inputs)
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
     x = trunk(x)
-    x = layers.Conv2D(head_units, 1, activation="relu", name="patch_conv")(x)
-    x = layers.Dropout(dropout, name="patch_dropout")(x)
-    cells = layers.Conv2D(1, 1, name="patch_logit")(x)
+    cells = head(x.shape[1:], head_units, dropout, head_depth)(x)
     pooled = LSEPool(lse_r, name="lse_pool")(cells)
     logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
     prob = layers.Activation("sigmoid", name="prob")(logit)
@@ -94,10 +104,7 @@ def split(model: keras.Model):
         x = model.get_layer(name)(x)
     lower = keras.Model(inp, lower_trunk(x), name="lower")
     a = keras.Input(mid.shape[1:], name="activations_in")
-    x = upper_trunk(a)
-    for name in ("patch_conv", "patch_dropout"):
-        x = model.get_layer(name)(x)
-    cells = model.get_layer("patch_logit")(x)
+    cells = model.get_layer("patch_head")(upper_trunk(a))
     prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
     return lower, keras.Model(a, {"prob": prob, "patch_logit": cells}, name="upper")
 

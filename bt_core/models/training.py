@@ -60,7 +60,7 @@ class _EpochReporter(keras.callbacks.Callback):
 
 
 def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Progress | None = None,
-        stage: str = "fit", verbose: int = 0, features=None):
+        stage: str = "fit", verbose: int = 0, features=None, sample_weight=None):
     """Build and train one model -> (model, history dict of per-epoch lists).
 
     For a frozen transfer model, ``features`` may hold the backbone features of ``x_train`` and
@@ -74,8 +74,8 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
         from bt_core.models.distribute import data_parallel
 
         with data_parallel():
-            return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
-    return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features)
+            return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight)
+    return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight)
 
 
 @contextmanager
@@ -90,7 +90,7 @@ def _dtype_policy(name: str | None):
         keras.mixed_precision.set_global_policy(before)
 
 
-def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features):
+def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight=None):
     with _dtype_policy("mixed_float16" if cfg.mixed_precision else None):  # layers keep the policy they got
         model = build_model(cfg)
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
@@ -106,14 +106,14 @@ def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features
         networks.compile_model(head, cfg.lr)
         val = (features[1], y_val) if val else None
         hist = head.fit(features[0], y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                        shuffle=True, callbacks=callbacks, verbose=verbose)
+                        shuffle=True, callbacks=callbacks, verbose=verbose, sample_weight=sample_weight)
     else:
         if _feature_norm(model) is not None:
             _adapt_feature_norm(model, networks.split_at_features(model)[0].predict(x_train, batch_size=cfg.batch_size,
                                                                                    verbose=0))
             networks.compile_model(model, cfg.lr)
         hist = model.fit(x_train, y_train, validation_data=val, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         shuffle=True, callbacks=callbacks, verbose=verbose)
+                         shuffle=True, callbacks=callbacks, verbose=verbose, sample_weight=sample_weight)
     return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
 
@@ -208,17 +208,83 @@ def _train_set(idx, x_all, y, feats, extra):
 
 
 def groups_for(ds: data_mod.Dataset, cfg: TrainConfig):
-    """Near-duplicate groups when the split needs them, else None."""
-    return splits.near_duplicate_groups(ds.images, max_distance=cfg.max_distance) if cfg.split == "group" else None
+    """Groups when the split needs them, else None: the data set's own (patients from ``metadata.csv``,
+    :mod:`bt_core.data.sources`) where it has them, else near-duplicate groups."""
+    if cfg.split != "group":
+        return None
+    if ds.groups is not None:
+        from bt_core.data.sources import group_ids
+        return group_ids(ds)
+    return splits.near_duplicate_groups(ds.images, max_distance=cfg.max_distance)
+
+
+def strata_for(ds: data_mod.Dataset) -> np.ndarray:
+    """What splits stratify on: the label, and with several sources the (source, label) pair, so every
+    source keeps its share of each class on each side."""
+    if ds.source is None or len(ds.source_names) < 2:
+        return ds.labels
+    return ds.source * 2 + ds.labels
+
+
+def sources_summary(ds: data_mod.Dataset) -> list[dict]:
+    """Per source: name, family, root, images, tumour and non-tumour counts (for the run record)."""
+    names = ds.source_of()
+    roots = ds.root.split(";") if ds.source is not None and len(ds.source_names) > 1 else [ds.root]
+    out = []
+    for k, name in enumerate(ds.source_names or [names[0]]):
+        m = names == name
+        out.append({"name": str(name), "family": str(ds.family_of()[m][0]) if m.any() else "",
+                    "root": roots[k] if k < len(roots) else "", "n": int(m.sum()),
+                    "yes": int(ds.labels[m].sum()), "no": int((ds.labels[m] == 0).sum())})
+    return out
+
+
+def _no_masks(ds):
+    from bt_core.data.sources import MASK_SIZE
+    return np.zeros((len(ds), MASK_SIZE, MASK_SIZE), np.uint8), np.asarray(ds.labels) == 0
+
+
+def _views(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
+    """``cfg.views`` augmented views of every image (:mod:`bt_core.data.augment`) as extra training rows,
+    in the form :func:`_train_set` takes, or None."""
+    if not cfg.views:
+        return None
+    from bt_core.data import augment
+
+    progress({"event": "stage", "stage": f"augmented views ({cfg.views} per image)"})
+    imgs, _, source = augment.views(ds.images, cfg.views, cfg.seed)
+    return data_mod.as_batch(data_mod.at_size(imgs, cfg.image_size), cfg.channels, cfg.preprocess), source, None
+
+
+def _balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
+    """Sample weights of the training rows of images ``idx`` (views follow their image), or None."""
+    if cfg.balance != "source":
+        return None
+    from bt_core.models.patch_training import balance_weights
+
+    idx = np.asarray(idx)
+    n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or _views(...) in run_protocol
+    rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
+    return balance_weights(np.char.add(ds.family_of()[rows].astype(str), ds.labels[rows].astype(str)))
+
+
+def per_source_metrics(y, prob, source, threshold: float = 0.5) -> dict:
+    """Metrics of each source's predictions: {source: binary metrics (one class allowed)}."""
+    y, prob, source = np.asarray(y), np.asarray(prob), np.asarray(source)
+    return {str(s): metrics.binary_metrics(y[source == s], prob[source == s], threshold) for s in np.unique(source)}
 
 
 def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progress: Progress | None = None,
-                 verbose: int = 0, only_fold: int | None = None, fold_records: list[dict] | None = None):
+                 verbose: int = 0, only_fold: int | None = None, fold_records: list[dict] | None = None,
+                 masks: tuple[np.ndarray, np.ndarray] | None = None):
     """The paper's protocol on one data set -> (final model, run record).
 
     ``mode="cv"``: k folds on the training part (validation metrics and out-of-fold predictions),
     then a final fit on the whole training part scored on the held-out test part.
     ``mode="train"``: only the final fit and the test.
+    ``ds`` may hold several sources (:func:`bt_core.data.sources.load_sources`): splits then keep
+    patients (groups) on one side and stratify by source and label, and the record gives the source of
+    every prediction and per-source test figures. ``masks``: (masks, has_mask) for the patch model.
     Parallel folds (:mod:`bt_core.models.distribute`): ``only_fold=K`` runs fold K alone and returns
     (None, record) without a final fit; ``fold_records`` (the children's records) replaces the
     folds, then the final fit and the test run as usual.
@@ -235,42 +301,63 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     report = progress or (lambda event: None)
     t0 = time.perf_counter()
     y = ds.labels
+    if len(set(y.tolist())) < 2:
+        raise ConfigError("training needs images of both classes (yes/ and no/) across its sources")
     groups = groups_for(ds, cfg)
-    train_idx, test_idx = splits.holdout(y, cfg.split, groups, cfg.test_size, cfg.seed)
-    x_all = data_mod.as_batch(data_mod.at_size(ds.images, cfg.image_size), cfg.channels, cfg.preprocess)
+    strata = strata_for(ds)
+    train_idx, test_idx = splits.holdout(strata, cfg.split, groups, cfg.test_size, cfg.seed)
+    src = ds.source_of()
     record = {"mode": mode, "config": cfg.to_dict(),
               "data": {"root": ds.root, "classes": list(ds.classes), "n": len(y), "fingerprint": ds.fingerprint,
-                       "paths": ds.paths, "labels": y.tolist(), "skipped": ds.skipped},
+                       "paths": ds.paths, "labels": y.tolist(), "skipped": ds.skipped,
+                       "sources": sources_summary(ds), "source": src.tolist()},
               "split": {"kind": cfg.split, "seed": cfg.seed, "train_idx": train_idx.tolist(),
                         "test_idx": test_idx.tolist(),
                         "groups": groups.tolist() if groups is not None else None},
               "folds": [], "oof": {"idx": [], "prob": [], "fold": []}}
-    feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
-    extra = _degraded(cfg, ds, report)
-    train_set = lambda idx: _train_set(idx, x_all, y, feats, extra)  # noqa: E731
+    record["split"]["strata"] = "source and label" if strata is not y else "label"
+    record["data"]["trained_on"] = {s: int((src[train_idx] == s).sum()) for s in np.unique(src)}
+    if cfg.model == "patch":  # --- the patch model trains on cached activations (bt_core.models.patch_training) ---
+        from bt_core.models.patch_training import PatchTrainer
+
+        trainer = PatchTrainer(cfg, ds, *(masks if masks is not None else _no_masks(ds)), report)
+        x_all = feats = None
+        train_set = None
+    else:
+        trainer = None
+        x_all = data_mod.as_batch(data_mod.at_size(ds.images, cfg.image_size), cfg.channels, cfg.preprocess)
+        feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
+        extra = _degraded(cfg, ds, report) or _views(cfg, ds, report)
+        train_set = lambda idx: _train_set(idx, x_all, y, feats, extra)  # noqa: E731
+    weights_of = lambda labels_idx: _balance(cfg, ds, labels_idx)  # noqa: E731
     if fold_records is not None:  # --- parallel folds: computed by child processes ---
         from bt_core.models.distribute import merge_fold_records
 
         record["folds"], record["oof"] = merge_fold_records(fold_records, cfg.folds, train_idx, ds.fingerprint)
     elif mode == "cv":
         sub_groups = groups[train_idx] if groups is not None else None
-        fold_iter = list(splits.kfold(y[train_idx], cfg.folds, cfg.split, sub_groups, cfg.seed))
+        fold_iter = list(splits.kfold(strata[train_idx], cfg.folds, cfg.split, sub_groups, cfg.seed))
         for k, (tr, va) in enumerate(fold_iter, start=1):
             if only_fold is not None and k != only_fold:
                 continue
             tr, va = train_idx[tr], train_idx[va]
             report({"event": "stage", "stage": f"fold {k}/{cfg.folds}", "fold": k, "folds": cfg.folds})
             tf0 = time.perf_counter()
-            x_tr, y_tr, f_tr = train_set(tr)
-            model, hist = fit(cfg, x_tr, y_tr, x_all[va], y[va], report, f"fold {k}", verbose,
-                              (f_tr, feats[va]) if feats is not None else None)
-            prob = predict_proba(model, x_all[va], cfg.batch_size)
+            if trainer is not None:
+                model, hist = trainer.fit(tr, f"fold {k}", va)
+                prob = trainer.predict(model, va)
+            else:
+                x_tr, y_tr, f_tr = train_set(tr)
+                model, hist = fit(cfg, x_tr, y_tr, x_all[va], y[va], report, f"fold {k}", verbose,
+                                  (f_tr, feats[va]) if feats is not None else None, weights_of(tr))
+                prob = predict_proba(model, x_all[va], cfg.batch_size)
             record["folds"].append({"fold": k, "train_idx": tr.tolist(), "val_idx": va.tolist(), "history": hist,
                                     "metrics": metrics.binary_metrics(y[va], prob),
                                     "seconds": round(time.perf_counter() - tf0, 2)})
             record["oof"]["idx"] += va.tolist()
             record["oof"]["prob"] += prob.tolist()
             record["oof"]["fold"] += [k] * len(va)
+            record["oof"].setdefault("source", []).extend(src[va].tolist())
             del model
             keras.backend.clear_session()
     if only_fold is not None:  # a parallel-folds child: no final fit
@@ -278,13 +365,20 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
         return None, record
     report({"event": "stage", "stage": "final fit", "fold": 0, "folds": cfg.folds})
     tf0 = time.perf_counter()
-    x_tr, y_tr, f_tr = train_set(train_idx)
-    model, hist = fit(cfg, x_tr, y_tr, progress=report, stage="final", verbose=verbose,
-                      features=(f_tr, None) if feats is not None else None)
-    prob = predict_proba(model, x_all[test_idx], cfg.batch_size)
+    if trainer is not None:
+        model, hist = trainer.fit(train_idx, "final")
+        prob = trainer.predict(model, test_idx)
+        from bt_core.models.patch import answer_model
+        model = answer_model(model)
+    else:
+        x_tr, y_tr, f_tr = train_set(train_idx)
+        model, hist = fit(cfg, x_tr, y_tr, progress=report, stage="final", verbose=verbose,
+                          features=(f_tr, None) if feats is not None else None, sample_weight=weights_of(train_idx))
+        prob = predict_proba(model, x_all[test_idx], cfg.batch_size)
     record["final"] = {"history": hist, "seconds": round(time.perf_counter() - tf0, 2)}
     record["test"] = {"idx": test_idx.tolist(), "y": y[test_idx].tolist(), "prob": prob.tolist(),
-                      "metrics": metrics.binary_metrics(y[test_idx], prob)}
+                      "source": src[test_idx].tolist(), "metrics": metrics.binary_metrics(y[test_idx], prob)}
+    record["test"]["per_source"] = per_source_metrics(y[test_idx], prob, src[test_idx])
     record["wall_time_s"] = round(time.perf_counter() - t0, 2)
     record["hardware"] = hardware()
     record["params"] = int(model.count_params())

@@ -23,6 +23,8 @@ from bt_core import DISCLAIMER  # noqa: F401  (re-exported)
 
 REASON_FEATURES = "unlike the training data"  # the Mahalanobis detector on the model's features flagged it
 REASON_STATISTICS = "not a brain MRI slice?"  # the image-statistics detector flagged it
+REASON_UNCERTAIN = "not confident enough: its probability lies in the band where it was often wrong on unseen sources"
+REASON_PLANE = "a {plane} slice: no {plane} slice with a tumour was in its training data"
 
 
 class _Background:
@@ -72,17 +74,20 @@ class Answer:
     ood_score: float | None = None  # distance to the training data over its threshold: > 1 is flagged
     notes: list = field(default_factory=list)
     reason: str | None = None  # why the model refused to answer (None: it answered)
+    plane: str | None = None  # the plane the model sees ("axial", "coronal", "sagittal"), when it can tell
 
     @property
     def decision(self) -> str:
         if self.ood:
-            return "unlike training data: no answer"
+            if self.reason in (None, REASON_FEATURES):
+                return "unlike training data: no answer"
+            return "no answer: " + self.reason.split(":")[0]
         return "tumour" if self.tumour else "no tumour"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "prob": round(self.prob, 6), "threshold": self.threshold,
                 "decision": self.decision, "tumour": self.tumour, "ood": self.ood,
-                "ood_score": self.ood_score, "notes": self.notes, "reason": self.reason}
+                "ood_score": self.ood_score, "notes": self.notes, "reason": self.reason, "plane": self.plane}
 
 
 class Predictor:
@@ -119,6 +124,9 @@ class Predictor:
                 out["ood_stats"] = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
                                     if self.record["ood"].get("stats_file") else None)
                 out["ood"] = detector
+                if (self.record.get("plane") or {}).get("layer") == self.record["ood"]["layer"]:
+                    from bt_core.evaluation.plane import PlaneDetector
+                    out["plane_detector"] = PlaneDetector.load(self.record["dir"], self.record["plane"]["file"])
             except (OSError, KeyError, ValueError):
                 out["ood"] = out["ood_stats"] = None  # the answer then carries no out-of-distribution flag
         if warm_up:
@@ -184,6 +192,8 @@ class Predictor:
 
     def _answers(self, names, thr, resized, raw, feats) -> list[Answer]:
         prob = self._calibrated(raw)
+        if feats is not None and np.ndim(feats) == 4:  # a feature map: its channel means, as the detector was fitted
+            feats = np.asarray(feats, np.float64).mean((1, 2))
         flags = scores = reasons = [None] * len(prob)
         if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
             scores = self.ood.score(np.asarray(feats, np.float64)) / self.ood.threshold
@@ -195,9 +205,29 @@ class Predictor:
                        for f, s in zip(scores, stats)]
             scores = np.maximum(scores, stats)
             flags = scores > 1.0
-        return [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
-                       float(s) if s is not None else None, reason=r)
-                for n, p, f, s, r in zip(names, prob, flags, scores, reasons)]
+        answers = [Answer(n, float(p), thr, bool(p >= thr), bool(f) if f is not None else False,
+                          float(s) if s is not None else None, reason=r)
+                   for n, p, f, s, r in zip(names, prob, flags, scores, reasons)]
+        return self._abstain(answers, feats)
+
+    def _abstain(self, answers: list[Answer], feats) -> list[Answer]:
+        """Name the plane, and refuse where the run's rules say the model has not earned an answer:
+        a plane it never saw a tumour in (:mod:`bt_core.evaluation.plane`), or a probability inside
+        its abstention band (:mod:`bt_core.evaluation.abstain`, fitted on unseen sources)."""
+        plane_det = self.__dict__.get("plane_detector") if self.ood is not None else None
+        planes = plane_det.predict(np.asarray(feats, np.float64)) if plane_det is not None and feats is not None else None
+        band = self.record.get("abstain")
+        from bt_core.evaluation.plane import PLANE_NAMES
+        for i, a in enumerate(answers):
+            if planes is not None:
+                a.plane = PLANE_NAMES.get(planes[i], planes[i])
+            if a.ood:
+                continue
+            if a.plane not in (None, "axial"):
+                a.ood, a.reason = True, REASON_PLANE.format(plane=a.plane)
+            elif band and band["low"] < a.prob < band["high"]:
+                a.ood, a.reason = True, REASON_UNCERTAIN
+        return answers
 
     def answer_and_explain(self, pixels_list, names=None, threshold: float | None = None, method: str = "gradcam",
                            target: str = "tumour") -> tuple[list[Answer], np.ndarray]:

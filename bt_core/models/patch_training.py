@@ -1,0 +1,152 @@
+"""Patch training: fit the patch model (:mod:`bt_core.models.patch`) on several sources, fast on a CPU.
+
+The frozen lower part of the backbone (stem to ``block07_add``) runs once per image and per
+augmented view (:func:`bt_core.data.augment.views`, ``TrainConfig.views`` of them per image, seeded);
+its activations are cached on disk by data fingerprint. Each fit then trains only the upper part
+(blocks 08-10, BatchNorm frozen, and the patch head) on the cached activations of its own training
+images and of their views, never on a view of a validation or test image. With ``freeze_backbone``
+blocks 08-10 run once too and only the head trains (about ten times faster on a CPU).
+
+Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
+give every (source family, class) pair the same share (``balance="source"``), batch 32, Adam 3e-4,
+mask-loss weight 1. Cell targets come from the expert masks (:func:`bt_core.data.sources.load_masks`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+
+from bt_core.config import TrainConfig
+from bt_core.data import augment, folders, prepare
+from bt_core.models import patch
+
+Progress = Callable[[dict], None]
+
+
+def balance_weights(keys: np.ndarray) -> np.ndarray:
+    """Weights (mean 1) that give every distinct key (e.g. "family|class") the same total weight."""
+    _, inv, counts = np.unique(np.asarray(keys).astype(str), return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inv]
+    return w / w.mean()
+
+
+def cell_targets(masks: np.ndarray, has_mask: np.ndarray, cells: int) -> np.ndarray:
+    """(N, cells, cells, 2) float32: tumour share of each cell, and 1 where that share is known."""
+    n, size = len(masks), masks.shape[1]
+    if size % cells == 0:
+        f = size // cells
+        m = masks.reshape(n, cells, f, cells, f).mean((2, 4)) / 255.0
+    else:  # area average (box filter) to the cell grid
+        from PIL import Image
+        m = np.stack([np.asarray(Image.fromarray(x.astype(np.float32)).resize((cells, cells), Image.BOX))
+                      for x in masks]) / 255.0
+    known = np.broadcast_to(np.asarray(has_mask, np.float32)[:, None, None], m.shape)
+    return np.stack([m, known], -1).astype(np.float32)
+
+
+class PatchTrainer:
+    """Cached activations of every image of ``ds`` and of its views; fits patch models on index sets."""
+
+    def __init__(self, cfg: TrainConfig, ds: folders.Dataset, masks: np.ndarray, has_mask: np.ndarray,
+                 progress: Progress | None = None):
+        self.cfg, self.ds, self.report = cfg, ds, progress or (lambda e: None)
+        views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks)
+        self.source = np.concatenate([np.arange(len(ds)), self.view_source])
+        all_masks = np.concatenate([masks, view_masks]) if cfg.views else masks
+        self.cells = cfg.image_size // 16
+        self.targets = cell_targets(all_masks, np.asarray(has_mask)[self.source], self.cells)
+        self.acts = self._activations(np.concatenate([ds.images, views]) if cfg.views else ds.images)
+        if cfg.freeze_backbone:  # blocks 08-10 are frozen too: run them once, train the head alone
+            self.acts = self._frozen_features(self.acts)
+        fam = ds.family_of()
+        self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
+
+    def _activations(self, imgs: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
+               f"-{cfg.backbone_weights}")
+        path = folders.default_cache_dir() / f"{key}.npy"
+        if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
+            acts = np.load(path)
+            if len(acts) == len(imgs):
+                return acts
+        self.report({"event": "features", "stage": "backbone activations (images and their views)", "n": len(imgs)})
+        lower, _ = patch.split(self.build())
+        chunks = []
+        for a in range(0, len(imgs), 512):
+            x = prepare.as_batch(prepare.at_size(imgs[a:a + 512], cfg.image_size), 1, cfg.preprocess)
+            chunks.append(np.asarray(lower.predict(x, batch_size=64, verbose=0), np.float16))
+            self.report({"event": "decode", "i": min(a + 512, len(imgs)), "n": len(imgs)})
+        acts = np.concatenate(chunks)
+        if cfg.backbone_weights == "default" and self.ds.fingerprint:
+            folders.save_cache(path, acts)
+        return acts
+
+    def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
+        trunk = self.build().get_layer("backbone")
+        mid = trunk.get_layer(patch.FINE_TUNE_FROM).output
+        upper_trunk = keras.Model(mid, trunk.output)
+        self.report({"event": "features", "stage": "frozen blocks 08-10", "n": len(acts)})
+        return np.concatenate([np.asarray(upper_trunk.predict(acts[a:a + 2048].astype(np.float32), batch_size=128,
+                                                              verbose=0), np.float16)
+                               for a in range(0, len(acts), 2048)])
+
+    def _upper(self, model: keras.Model) -> keras.Model:
+        """What trains on the cached arrays: blocks 08-10 and the head, or the head alone when frozen."""
+        if not self.cfg.freeze_backbone:
+            return patch.split(model)[1]
+        a = keras.Input(self.acts.shape[1:], name="features_in")
+        cells = model.get_layer("patch_head")(a)
+        prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
+        return keras.Model(a, {"prob": prob, "patch_logit": cells}, name="head")
+
+    def build(self) -> keras.Model:
+        c = self.cfg
+        return patch.build(c.backbone_weights, c.image_size, dropout=c.dropout, fine_tune=not c.freeze_backbone,
+                           seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units)
+
+    def rows_of(self, idx) -> np.ndarray:
+        """Rows (images and their views) of the images ``idx``."""
+        return np.flatnonzero(np.isin(self.source, np.asarray(idx)))
+
+    def fit(self, idx, stage: str = "fit", val_idx=None):
+        """Train a fresh patch model on the images ``idx`` and their views -> (full model, history)."""
+        cfg = self.cfg
+        keras.backend.clear_session()
+        model = self.build()
+        upper = self._upper(model)
+        patch.compile_upper(upper, cfg.lr, cfg.mask_weight)
+        rows = self.rows_of(idx)
+        y = self.ds.labels[self.source].astype(np.float32)
+        w = balance_weights(self.keys[rows]) if cfg.balance == "source" else np.ones(len(rows))
+        rng = np.random.default_rng(cfg.seed)
+        n = min(cfg.samples_per_epoch or len(rows), len(rows))
+        hist: dict[str, list] = {}
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            r = np.sort(rng.choice(rows, n, replace=False, p=w / w.sum()))
+            h = upper.fit(self.acts[r].astype(np.float32), {"prob": y[r], "patch_logit": self.targets[r]},
+                          batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
+            logs = {k: float(v[-1]) for k, v in h.history.items()}
+            logs = {"loss": logs.get("loss", np.nan), "accuracy": logs.get("prob_accuracy", np.nan),
+                    "mask_loss": logs.get("patch_logit_loss", np.nan)}
+            if val_idx is not None and len(val_idx):
+                p = self.predict(model, val_idx)
+                yv = self.ds.labels[np.asarray(val_idx)]
+                logs["val_accuracy"] = float(((p >= 0.5) == yv).mean())
+                logs["val_loss"] = float(-np.mean(yv * np.log(np.clip(p, 1e-7, 1)) + (1 - yv) * np.log(np.clip(1 - p, 1e-7, 1))))
+            for k, v in logs.items():
+                hist.setdefault(k, []).append(v)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            self.report({"event": "epoch", "stage": stage, "epoch": epoch + 1, "epochs": cfg.epochs,
+                         "seconds": round(dt, 3), "images_per_s": round(n / dt, 1), "logs": logs})
+        return model, hist
+
+    def predict(self, model: keras.Model, idx) -> np.ndarray:
+        """Tumour probability of the (original) images ``idx`` from their cached activations."""
+        upper = self._upper(model)
+        out = upper.predict(self.acts[np.asarray(idx)].astype(np.float32), batch_size=128, verbose=0)
+        return np.asarray(out["prob"], np.float64).reshape(-1)

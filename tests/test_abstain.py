@@ -1,0 +1,48 @@
+"""The abstention band: fitted so every fitting source keeps its accuracy on answered images."""
+import numpy as np
+
+from bt_core.evaluation import abstain
+
+
+def _source(rng, n, noise):
+    y = rng.integers(0, 2, n)
+    p = np.clip(y + rng.normal(0, noise, n) * np.where(rng.random(n) < 0.5, 1, -1), 0, 1)
+    return y, np.clip(np.where(y == 1, 1 - np.abs(p - 1), np.abs(p)), 0, 1)
+
+
+def test_band_meets_the_target_on_every_source_and_answers_as_many_as_it_can():
+    rng = np.random.default_rng(0)
+    (ya, pa), (yb, pb) = _source(rng, 400, 0.2), _source(rng, 400, 0.45)
+    y, p = np.concatenate([ya, yb]), np.concatenate([pa, pb])
+    groups = np.array(["easy"] * 400 + ["hard"] * 400)
+    band = abstain.fit_band(y, p, groups, target=0.97)
+    assert band["low"] <= 0.5 <= band["high"] and 0 < band["coverage"] < 1
+    for g in ("easy", "hard"):
+        m = groups == g
+        keep = ~abstain.apply_band(p[m], band)
+        assert ((p[m][keep] >= band["high"]) == (y[m][keep] == 1)).mean() >= 0.97
+    # a lower target answers more
+    assert abstain.fit_band(y, p, groups, target=0.9)["coverage"] >= band["coverage"]
+
+
+def test_band_answers_everything_when_every_answer_is_right():
+    y = np.array([0, 0, 1, 1])
+    band = abstain.fit_band(y, np.array([0.1, 0.2, 0.8, 0.9]), np.zeros(4))
+    assert band["coverage"] == 1.0
+
+
+def test_held_out_check_fits_without_the_held_out_family():
+    rng = np.random.default_rng(1)
+    y, p = _source(rng, 600, 0.3)
+    fam = np.repeat(["a", "b", "c"], 200)
+    out = abstain.held_out_check(y, p, fam, fam, target=0.95)
+    assert set(out) == {"a", "b", "c"}
+    assert out["a"]["band"]["fitted_on"] == ["b", "c"]
+    assert 0 < out["a"]["answered"] <= 1
+
+
+def test_risk_coverage_is_monotone_for_a_well_ranked_model():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    p = np.array([0.99, 0.9, 0.01, 0.1, 0.45, 0.55])  # the two wrong ones are the least confident
+    curve = abstain.risk_coverage(y, p, points=6)
+    assert curve[0][1] == 1.0 and curve[-1] == (1.0, 4 / 6)

@@ -1,0 +1,199 @@
+"""Several labelled sources: loading, metadata groups across sequences, one-class sources, masks,
+augmented views, the patch model and the protocol on sources (all on generated images)."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bt_core.config import TrainConfig
+from bt_core.data import augment, sources, splits
+from bt_core.errors import DataError
+from bt_core.models import patch, training
+from tests.conftest import blob_image, make_folder
+
+
+def make_source(root, patients=4, per_patient=3, size=64, seed=0, classes=("no", "yes"), masks=False,
+                plane=None):
+    """A source laid out like ../shared/data: yes/ and/or no/, metadata.csv (group = patient), masks/."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+    if masks:
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+    for p in range(patients):
+        for s in range(per_patient):
+            for cls in classes:
+                name = f"P{p}_{s}.png"
+                img = blob_image(rng, size, cls == "yes")
+                Image.fromarray(img).save(root / cls / name)
+                if masks and cls == "yes":
+                    Image.fromarray(((img > 200) * 255).astype(np.uint8)).save(root / "masks" / name)
+                rows.append({"file": f"{cls}/{name}", "label": cls, "group": f"P{p}", "slice": s,
+                             **({"plane": plane} if plane else {})})
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_family_is_the_name_up_to_the_first_underscore():
+    assert sources.family_of("lgg_flair") == sources.family_of("lgg_t1c") == "lgg"
+    assert sources.family_of("br35h") == "br35h"
+
+
+def test_several_sources_load_with_groups_across_sequences_and_one_class_sources(tmp_path):
+    a = make_source(tmp_path / "lgg_flair", seed=1, masks=True)
+    b = make_source(tmp_path / "lgg_t1c", seed=2, masks=True)
+    healthy = make_source(tmp_path / "ixi_t1", seed=3, classes=("no",), plane="ax")
+    plain = make_folder(tmp_path / "br35h", n_per_class=5)
+    ds = sources.load_sources([str(a), str(b), str(healthy), str(plain)], size=64)
+    assert ds.source_names == ["lgg_flair", "lgg_t1c", "ixi_t1", "br35h"]
+    assert ds.families == ["lgg", "lgg", "ixi", "br35h"]
+    assert len(ds) == 24 + 24 + 12 + 10
+    assert set(ds.labels[ds.source == 2]) == {0}  # the healthy-only source is kept
+    assert ds.paths[0].startswith("lgg_flair/")
+    # the same patient in two sequences is one group; different families never share a group
+    g = ds.groups
+    assert g[ds.source == 0][0] == g[ds.source == 1][0] == "lgg:P0"
+    assert not set(g[ds.source == 2]) & set(g[ds.source == 0])
+    assert ds.meta["plane"][ds.paths.index("ixi_t1/no/P0_0.png")] == "ax"
+    # a group-aware split never puts one patient's FLAIR slice in training and its T1 slice in test
+    gid = sources.group_ids(ds)
+    tr, te = splits.holdout(training.strata_for(ds), "group", gid, 0.25, 0)
+    assert not set(gid[tr]) & set(gid[te])
+    assert {ds.source_names[s] for s in ds.source[te]} >= {"lgg_flair", "lgg_t1c"}
+
+
+def test_masks_are_read_for_yes_slices_and_empty_for_no_slices(tmp_path):
+    a = make_source(tmp_path / "lgg_flair", masks=True)
+    plain = make_folder(tmp_path / "br35h", n_per_class=3)
+    specs = sources.specs_from([str(a), str(plain)])
+    ds = sources.load_sources(specs, size=64)
+    masks, has = sources.load_masks(ds, specs, size=16)
+    lgg_yes = (ds.source == 0) & (ds.labels == 1)
+    assert has[ds.source == 0].all() and not has[ds.source == 1].any()  # Br35H has no masks
+    assert masks[lgg_yes].max() > 0 and masks[(ds.source == 0) & (ds.labels == 0)].max() == 0
+
+
+def test_bad_sources_give_one_line_errors(tmp_path):
+    with pytest.raises(DataError, match="no data"):
+        sources.specs_from([])
+    a = make_source(tmp_path / "x" / "lgg", patients=1)
+    b = make_source(tmp_path / "y" / "lgg", patients=1)
+    with pytest.raises(DataError, match="share a name"):
+        sources.specs_from([str(a), str(b)])
+    bad = tmp_path / "s.toml"
+    bad.write_text("[[source]\npath=")
+    with pytest.raises(DataError, match="TOML"):
+        sources.read_sources_file(bad)
+    good = tmp_path / "ok.toml"
+    good.write_text('[[source]]\npath = "x/lgg"\nname = "lgg_a"\nfamily = "lgg"\n')
+    assert sources.specs_from([], str(good))[0].name == "lgg_a"
+
+
+def test_views_keep_image_and_mask_geometry_together_and_are_seeded():
+    img = np.zeros((32, 32), np.uint8)
+    img[2:8, 20:30] = 255
+    mask = (img > 0).astype(np.uint8) * 255
+    v1, m1, src = augment.views(img[None], 6, seed=3, masks=mask[None])
+    v2, _, _ = augment.views(img[None], 6, seed=3, masks=mask[None])
+    assert np.array_equal(v1, v2) and list(src) == [0] * 6
+    for v, m in zip(v1, m1):  # the bright patch and the mask move together (90-degree turns, flips, crops)
+        if m.max() > 0:
+            assert v[m > 127].mean() > v[m == 0].mean()
+
+
+def test_patch_model_outputs_a_probability_and_a_cell_map():
+    model = patch.build(weights=None, image_size=64, seed=0)
+    out = model.predict(np.zeros((2, 64, 64, 1), np.float32), verbose=0)
+    assert out["prob"].shape == (2, 1) and out["patch_logit"].shape == (2, 4, 4, 1)
+    lower, upper = patch.split(model)
+    again = upper.predict(lower.predict(np.zeros((2, 64, 64, 1), np.float32), verbose=0), verbose=0)
+    np.testing.assert_allclose(again["prob"], out["prob"], atol=1e-5)
+    assert patch.answer_model(model).output.shape[-1] == 1
+
+
+def test_protocol_on_several_sources_records_sources_and_trains_the_patch_model(tmp_path):
+    a = make_source(tmp_path / "lgg_flair", patients=5, seed=1, masks=True)
+    b = make_source(tmp_path / "ixi_t1", patients=5, seed=2, classes=("no",))
+    specs = sources.specs_from([str(a), str(b)])
+    ds = sources.load_sources(specs, size=64)
+    masks = sources.load_masks(ds, specs)
+    cfg = TrainConfig(model="patch", backbone_weights=None, epochs=2, batch_size=8, lr=1e-3, image_size=64,
+                      folds=2, test_size=0.25, views=1, balance="source", dropout=0.0)
+    model, record = training.run_protocol(cfg, ds, "cv", masks=masks)
+    assert {s["name"] for s in record["data"]["sources"]} == {"lgg_flair", "ixi_t1"}
+    assert len(record["test"]["source"]) == len(record["test"]["y"])
+    assert set(record["test"]["per_source"]) <= {"lgg_flair", "ixi_t1"}
+    assert len(record["oof"]["source"]) == len(record["oof"]["idx"])
+    test = np.asarray(record["test"]["idx"])
+    gid = sources.group_ids(ds)
+    assert not set(gid[test]) & set(gid[np.asarray(record["split"]["train_idx"])])
+    assert model.output.shape[-1] == 1  # the saved model answers with one probability
+    assert len(record["final"]["history"]["loss"]) == 2
+
+
+def test_loso_command_holds_out_each_family_and_saves_a_record(tmp_path, capsys):
+    import json
+
+    from bt_core.cli import main
+
+    a = make_source(tmp_path / "lgg_flair", patients=3, seed=1)
+    b = make_source(tmp_path / "lgg_t1c", patients=3, seed=2)
+    c = make_source(tmp_path / "br35h", patients=3, seed=3)
+    out = tmp_path / "runs"
+    rc = main(["loso", "--data", str(a), "--data", str(b), "--data", str(c), "--model", "compact_cnn", "--epochs", "1",
+               "--image-size", "32", "--head-pool", "2", "--batch-size", "8", "--views", "1", "--balance", "source", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "held out lgg: lgg_flair" in printed and "held out br35h: br35h" in printed
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    rec = json.loads((run / "run.json").read_text())
+    assert set(rec["held_out"]) == {"lgg", "br35h"}
+    lgg = rec["held_out"]["lgg"]
+    assert set(lgg["source"]) == {"lgg_flair", "lgg_t1c"} and set(lgg["trained_on"]) == {"br35h"}
+    assert main(["loso", "--data", str(a), "--data", str(b), "--out", str(out)]) == 2  # one family only
+    assert "at least two source families" in capsys.readouterr().err
+
+
+def test_calibrated_patch_run_names_the_plane_and_abstains_with_a_reason(tmp_path, monkeypatch):
+    """cv + loso + calibrate on generated sources: the run gets a plane detector and an abstention band,
+    and the Predictor says which plane it sees and why it refuses."""
+    from bt_core import runs
+    from bt_core.cli import main
+    from bt_core.serving import inference
+
+    lgg = make_source(tmp_path / "lgg_flair", patients=4, seed=1, masks=True)
+    ixi = tmp_path / "ixi_t1"
+    make_source(ixi, patients=4, seed=2, classes=("no",), plane="ax")
+    # half of IXI's subjects seen in another plane (the images are the same kind; the labels are what matter)
+    rows = (ixi / "metadata.csv").read_text().splitlines()
+    (ixi / "metadata.csv").write_text("\n".join([rows[0]] + [r.replace(",ax", ",cor") if "P1_" in r or "P3_" in r
+                                                            else r for r in rows[1:]]) + "\n")
+    br = make_source(tmp_path / "br35h", patients=4, seed=3)
+    out = tmp_path / "runs"
+    common = ["--data", str(lgg), "--data", str(ixi), "--data", str(br), "--model", "patch", "--image-size", "32",
+              "--epochs", "1", "--batch-size", "8", "--folds", "2", "--freeze-backbone", "--backbone-weights", "none",
+              "--dense-units", "8", "--head-depth", "1", "--out", str(out)]
+    assert main(["cv", *common]) == 0
+    assert main(["loso", *common]) == 0
+    cv_run, loso_run = sorted((p for p in out.iterdir() if p.is_dir()), key=lambda p: p.name.endswith("loso"))
+    assert main(["calibrate", str(cv_run), "--loso", str(loso_run), "--abstain-target", "0.99"]) == 0
+    rec = runs.load_run(cv_run)
+    assert rec["plane"]["classes"] == ["ax", "cor"] and "low" in rec["abstain"]
+    pred = inference.Predictor(cv_run, background=False)
+    imgs = [blob_image(np.random.default_rng(i), 64, bool(i % 2)) for i in range(6)]
+    answers = pred.answer(imgs)
+    assert all(a.plane in ("axial", "coronal") for a in answers)
+    for a in answers:  # every refusal says why; every answer is outside the band
+        if a.ood:
+            assert a.reason and a.decision.startswith(("no answer", "unlike"))
+        else:
+            assert not rec["abstain"]["low"] < a.prob < rec["abstain"]["high"]
+    # a band covering everything refuses everything, with the uncertainty reason (unless another check refused)
+    pred.record["abstain"] = {"low": 0.0, "high": 1.0}
+    assert all(a.ood for a in pred.answer(imgs))
+    assert any(a.reason == inference.REASON_UNCERTAIN or a.reason.startswith("a coronal") for a in pred.answer(imgs))
