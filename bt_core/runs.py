@@ -185,7 +185,7 @@ def load_model(run: str | os.PathLike, root=None):
     """The run's Keras model, loaded with ``safe_mode=True``."""
     import keras
 
-    from bt_core.models import networks  # noqa: F401  (registers custom layers)
+    from bt_core.models import networks, patch  # noqa: F401  (register custom layers)
 
     folder = resolve(run, root)
     path = folder / MODEL_FILE

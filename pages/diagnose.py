@@ -159,13 +159,22 @@ def batch_table(results, predictors, errors=()) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "model", "prob", "decision", "threshold", "ood", "reason"])
 
 
+@st.cache_data
+def example_labels() -> dict:
+    """The bundled examples' true labels and sources (``examples/labels.csv``, written by tools/pick_examples.py)."""
+    path = EXAMPLES_DIR / "labels.csv"
+    if not path.is_file():
+        return {}
+    return {r["file"]: r for r in pd.read_csv(path, dtype=str).fillna("").to_dict("records")}
+
+
 def _gather_files() -> list[tuple[str, bytes]]:
     uploads = st.file_uploader("MRI slices (JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM; up to 20 MB each)",
                                type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads")
     files = [(up.name, up.getvalue()) for up in uploads or []]
     examples = sorted(EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     if examples:
-        picked = st.multiselect("...or try bundled example slices (normal template slices and synthetic lesions,"
+        picked = st.multiselect("...or try bundled example slices (real LGG and IXI slices with their true labels,"
                                 " see examples/README.md)", [p.name for p in examples], key="examples")
         files += [(name, (EXAMPLES_DIR / name).read_bytes()) for name in picked]
     if len(files) > MAX_IMAGES:
@@ -211,7 +220,15 @@ def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: 
             st.caption(f"Note: {_md(note)}")
         shown = _display_pixels(res["pixels"])
         cols = st.columns(1 + len(predictors))
-        cols[0].image(shown, caption="original", width="stretch")
+        truth = example_labels().get(res["name"])
+        mask = EXAMPLES_DIR / "masks" / res["name"]
+        if truth and mask.is_file():
+            cols[0].image(overlay.outline(shown, np.asarray(Image.open(mask).convert("L"))),
+                          caption="original, expert tumour outline in green", width="stretch")
+        else:
+            cols[0].image(shown, caption="original", width="stretch")
+        if truth:
+            cols[0].markdown(f"True label: **{truth['label']}** ({truth['source']}, {truth['plane']})")
         for col, (kind, pred) in zip(cols[1:], predictors.items()):
             ans = res["answers"].get(kind)
             if ans is None:
@@ -230,7 +247,8 @@ def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: 
                 col.caption("The heatmap is flat: no region pushed the model towards this answer.")
             col.metric(f"{KIND_NAMES[kind]} tumour probability", f"{100 * ans.prob:.1f}%",
                        help=f"{pred.name}; threshold {ans.threshold:.2f}")
-            col.markdown(f"At threshold {ans.threshold:.2f}: **{ans.decision}**")
+            col.markdown(f"At threshold {ans.threshold:.2f}: **{ans.decision}**"
+                         + (f" (it sees an {ans.plane} slice)" if ans.plane == "axial" else ""))
             col.download_button("Overlay PNG", overlay.to_png_bytes(blended), icon=":material/download:",
                                 file_name=f"{Path(res['name']).stem}_{kind}_{method.replace('+', 'pp')}.png",
                                 mime="image/png", key=f"png_{index}_{kind}", on_click="ignore")

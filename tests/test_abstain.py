@@ -46,3 +46,11 @@ def test_risk_coverage_is_monotone_for_a_well_ranked_model():
     p = np.array([0.99, 0.9, 0.01, 0.1, 0.45, 0.55])  # the two wrong ones are the least confident
     curve = abstain.risk_coverage(y, p, points=6)
     assert curve[0][1] == 1.0 and curve[-1] == (1.0, 4 / 6)
+
+
+def test_band_says_when_no_band_reaches_the_target_and_then_refuses_nothing():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([0.99, 0.01, 0.9, 0.1])  # confidently wrong: no band can help
+    band = abstain.fit_band(y, p, np.zeros(4), target=0.9)
+    assert band["met"] is False and band["coverage"] == 1.0 and band["worst_accuracy"] == 0.0
+    assert not abstain.apply_band(p, band).any()

@@ -104,8 +104,8 @@ def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
     monkeypatch.setattr(Predictor, "answer_and_explain", transfer_says_ood)
     at = app()
     picker = at.multiselect(key="examples")
-    assert "synthetic_lesion_1.png" in picker.options
-    picker.set_value(["synthetic_lesion_1.png"]).run()
+    assert picker.options and all(o.endswith(".png") for o in picker.options)
+    picker.set_value([picker.options[0]]).run()
     assert not at.exception and not at.error
     # one model's flag is about the image, so neither model gives a confident answer; each says who refused and why
     warnings = [w for w in texts(at.warning) if REASON_STATISTICS in w]

@@ -107,6 +107,12 @@ def main(argv=None) -> int:
               "3T, CC BY-SA 3.0; slices resampled to JPEG by the project's data preparation, saved here as PNG.",
               "", "Br35H (Kaggle terms) and BraTS 2012 (challenge terms) slices are not redistributed.", ""]
     (out / "README.md").write_text("\n".join(lines))
+    import csv
+
+    with open(out / "labels.csv", "w", newline="") as fh:  # read by the Check slices page
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "source", "sequence", "plane", "licence"])
+        w.writerows([(r[0], r[1], r[2], r[3], r[4], r[6]) for r in rows])
     print(f"wrote {len(rows)} examples and {out / 'README.md'}")
     return 0
 

@@ -6,7 +6,9 @@ leave-one-source-out predictions (:mod:`bt_core.models.loso`): every prediction 
 that never saw that image's source, which is what a new hospital's scans meet. Among all bands,
 :func:`fit_band` keeps the one that answers the most images while accuracy on the answered images
 is at least ``target`` (default 0.97) on *every* fitting source, so no single source is sacrificed
-to the average. :func:`held_out_check` judges the rule honestly: for each family it fits the band
+to the average. When no band reaches the target on every source (confidently wrong answers), the
+result says so (``met: False``) and the band is empty: this rule then refuses nothing, and the
+report shows the accuracy as it is. :func:`held_out_check` judges the rule honestly: for each family it fits the band
 on the other families only and applies it to the held-out one.
 
 :func:`risk_coverage` gives the curve of accuracy against the share answered (confidence ranking).
@@ -41,7 +43,11 @@ def fit_band(y, prob, groups, target: float = DEFAULT_TARGET, threshold: float =
             coverage = float(np.mean(covs))  # each source counts the same
             if min(accs) >= target and coverage > best["coverage"]:
                 best = {"low": float(low), "high": float(high), "coverage": coverage, "worst_accuracy": float(min(accs))}
-    return {**best, "target": float(target), "fitted_on": [str(n) for n in names]}
+    if best["coverage"] == 0.0:  # no band reaches the target: say so, and abstain on nothing by this rule
+        accs = [_accepted_accuracy(y[groups == g], prob[groups == g], threshold, threshold)[0] for g in names]
+        best = {"low": float(threshold), "high": float(threshold), "coverage": 1.0, "worst_accuracy": float(min(accs))}
+        return {**best, "met": False, "target": float(target), "fitted_on": [str(n) for n in names]}
+    return {**best, "met": True, "target": float(target), "fitted_on": [str(n) for n in names]}
 
 
 def apply_band(prob, band: dict) -> np.ndarray:

@@ -81,3 +81,17 @@ def to_png_bytes(rgb):
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def outline(image, mask, color=(0, 255, 0), width: int = 1):
+    """RGB uint8 copy of ``image`` with the boundary of ``mask`` (any size; > 127 inside) drawn in ``color``:
+    the expert tumour outline beside a heatmap."""
+    rgb = _to_rgb(image).copy()
+    h, w = rgb.shape[:2]
+    m = np.asarray(Image.fromarray(np.asarray(mask, np.uint8)).resize((w, h), Image.NEAREST)) > 127
+    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+    for _ in range(max(0, int(width) - 1)):
+        edge = edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
+    rgb[edge] = color
+    return rgb
+

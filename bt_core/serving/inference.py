@@ -225,7 +225,7 @@ class Predictor:
                 continue
             if a.plane not in (None, "axial"):
                 a.ood, a.reason = True, REASON_PLANE.format(plane=a.plane)
-            elif band and band["low"] < a.prob < band["high"]:
+            elif band and band.get("met", True) and band["low"] < a.prob < band["high"]:
                 a.ood, a.reason = True, REASON_UNCERTAIN
         return answers
 
