@@ -61,7 +61,9 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
              f"specificity {ci(c['specificity'])}, AUC {ci(c['auc'])}"]
     if op and ood:
         lines.append(f"- calibrated with `python -m bt_core calibrate {rec['id']} --target-sensitivity "
-                     f"{op['target_sensitivity']:g} --ood-quantile {ood['quantile']:g}`")
+                     f"{op['target_sensitivity']:g} --ood-quantile {ood['quantile']:g}"
+                     + (f" --loso {rec['abstain']['loso_run']} --abstain-target {rec['abstain']['target']:g}"
+                        if rec.get("abstain") else "") + "`")
     if op:
         t = op["test"]
         lines.append(f"- operating point (threshold {op['threshold']:.4f}, chosen on out-of-fold predictions for "
