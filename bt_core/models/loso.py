@@ -21,7 +21,7 @@ import numpy as np
 from bt_core.config import TrainConfig
 from bt_core.data import folders
 from bt_core.errors import ConfigError
-from bt_core.models import training
+from bt_core.models import sources_fit, training
 
 Progress = Callable[[dict], None]
 
@@ -41,19 +41,19 @@ def leave_one_source_out(cfg: TrainConfig, ds: folders.Dataset, masks=None, prog
     y, src = ds.labels, ds.source_of()
     record = {"mode": "loso", "config": cfg.to_dict(),
               "data": {"root": ds.root, "classes": list(ds.classes), "n": len(y), "fingerprint": ds.fingerprint,
-                       "paths": ds.paths, "labels": y.tolist(), "sources": training.sources_summary(ds),
+                       "paths": ds.paths, "labels": y.tolist(), "sources": sources_fit.sources_summary(ds),
                        "source": src.tolist()},
               "held_out": {}}
     trainer = x_all = None
     if cfg.model == "patch":
         from bt_core.models.patch_training import PatchTrainer
 
-        trainer = PatchTrainer(cfg, ds, *(masks if masks is not None else training._no_masks(ds)), report)
+        trainer = PatchTrainer(cfg, ds, *(masks if masks is not None else sources_fit.no_masks(ds)), report)
     else:
         from bt_core import data as data_mod
 
         x_all = data_mod.as_batch(data_mod.at_size(ds.images, cfg.image_size), cfg.channels, cfg.preprocess)
-        extra = training._views(cfg, ds, report)
+        extra = sources_fit.views(cfg, ds, report)
     for k, held in enumerate(families, start=1):
         tr, te = np.flatnonzero(fam != held), np.flatnonzero(fam == held)
         if len(set(y[tr].tolist())) < 2:
@@ -66,12 +66,12 @@ def leave_one_source_out(cfg: TrainConfig, ds: folders.Dataset, masks=None, prog
         else:
             x_tr, y_tr, _ = training._train_set(tr, x_all, y, None, extra)
             model, hist = training.fit(cfg, x_tr, y_tr, progress=report, stage=f"without {held}",
-                                       sample_weight=training._balance(cfg, ds, tr))
+                                       sample_weight=sources_fit.balance(cfg, ds, tr))
             prob = training.predict_proba(model, x_all[te], cfg.batch_size)
         record["held_out"][held] = {
             "idx": te.tolist(), "y": y[te].tolist(), "prob": prob.tolist(), "source": src[te].tolist(),
             "trained_on": {s: int((src[tr] == s).sum()) for s in np.unique(src[tr])},
-            "per_source": training.per_source_metrics(y[te], prob, src[te]), "history": hist,
+            "per_source": sources_fit.per_source_metrics(y[te], prob, src[te]), "history": hist,
             "seconds": round(time.perf_counter() - tf0, 2)}
         del model
         keras.backend.clear_session()

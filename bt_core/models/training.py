@@ -25,6 +25,8 @@ import numpy as np
 from bt_core import data as data_mod
 from bt_core.evaluation import metrics
 from bt_core.models import networks
+from bt_core.models.sources_fit import balance as _balance, no_masks as _no_masks, per_source_metrics  # noqa: F401
+from bt_core.models.sources_fit import sources_summary, strata_for, views as _views  # noqa: F401
 from bt_core.data import splits
 from bt_core.config import TrainConfig  # noqa: F401  (re-exported)
 from bt_core.errors import ConfigError
@@ -216,62 +218,6 @@ def groups_for(ds: data_mod.Dataset, cfg: TrainConfig):
         from bt_core.data.sources import group_ids
         return group_ids(ds)
     return splits.near_duplicate_groups(ds.images, max_distance=cfg.max_distance)
-
-
-def strata_for(ds: data_mod.Dataset) -> np.ndarray:
-    """What splits stratify on: the label, and with several sources the (source, label) pair, so every
-    source keeps its share of each class on each side."""
-    if ds.source is None or len(ds.source_names) < 2:
-        return ds.labels
-    return ds.source * 2 + ds.labels
-
-
-def sources_summary(ds: data_mod.Dataset) -> list[dict]:
-    """Per source: name, family, root, images, tumour and non-tumour counts (for the run record)."""
-    names = ds.source_of()
-    roots = ds.root.split(";") if ds.source is not None and len(ds.source_names) > 1 else [ds.root]
-    out = []
-    for k, name in enumerate(ds.source_names or [names[0]]):
-        m = names == name
-        out.append({"name": str(name), "family": str(ds.family_of()[m][0]) if m.any() else "",
-                    "root": roots[k] if k < len(roots) else "", "n": int(m.sum()),
-                    "yes": int(ds.labels[m].sum()), "no": int((ds.labels[m] == 0).sum())})
-    return out
-
-
-def _no_masks(ds):
-    from bt_core.data.sources import MASK_SIZE
-    return np.zeros((len(ds), MASK_SIZE, MASK_SIZE), np.uint8), np.asarray(ds.labels) == 0
-
-
-def _views(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):
-    """``cfg.views`` augmented views of every image (:mod:`bt_core.data.augment`) as extra training rows,
-    in the form :func:`_train_set` takes, or None."""
-    if not cfg.views:
-        return None
-    from bt_core.data import augment
-
-    progress({"event": "stage", "stage": f"augmented views ({cfg.views} per image)"})
-    imgs, _, source = augment.views(ds.images, cfg.views, cfg.seed)
-    return data_mod.as_batch(data_mod.at_size(imgs, cfg.image_size), cfg.channels, cfg.preprocess), source, None
-
-
-def _balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
-    """Sample weights of the training rows of images ``idx`` (views follow their image), or None."""
-    if cfg.balance != "source":
-        return None
-    from bt_core.models.patch_training import balance_weights
-
-    idx = np.asarray(idx)
-    n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or _views(...) in run_protocol
-    rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
-    return balance_weights(np.char.add(ds.family_of()[rows].astype(str), ds.labels[rows].astype(str)))
-
-
-def per_source_metrics(y, prob, source, threshold: float = 0.5) -> dict:
-    """Metrics of each source's predictions: {source: binary metrics (one class allowed)}."""
-    y, prob, source = np.asarray(y), np.asarray(prob), np.asarray(source)
-    return {str(s): metrics.binary_metrics(y[source == s], prob[source == s], threshold) for s in np.unique(source)}
 
 
 def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progress: Progress | None = None,
