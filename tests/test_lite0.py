@@ -85,7 +85,7 @@ def test_wrong_weights_file_raises(tmp_path):
     with pytest.raises(ModelError, match="not an EfficientNet-Lite0"):
         load_lite0_weights(model, bad)
     with h5py.File(bad, "a") as f:
-        f.attrs["format"] = "bt_core.models.lite0.v1"
+        f.attrs["format"] = "bt_core.lite0.v1"
     with pytest.raises(ModelError, match="shape"):
         load_lite0_weights(model, bad)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
