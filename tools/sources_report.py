@@ -93,7 +93,7 @@ def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
            title=f"Risk-coverage, {name_of(rec)}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    path = fig_dir / f"risk_coverage_{rec['config']['model']}.png"
+    path = fig_dir / f"risk_coverage_{rec['id']}.png"
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
