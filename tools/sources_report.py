@@ -102,14 +102,9 @@ def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
 
 def shortcut_lines(rec: dict) -> list[str]:
     """Held-out figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
-    import csv
+    from bt_core.data.sources import read_metadata
 
-    meta = {}
-    for s in rec["data"]["sources"]:
-        f = Path(s["root"]) / "metadata.csv"
-        if f.is_file():
-            with open(f, newline="") as fh:
-                meta[s["name"]] = {r["file"]: r for r in csv.DictReader(fh)}
+    meta = {s["name"]: read_metadata(Path(s["root"])) for s in rec["data"]["sources"] if Path(s["root"]).is_dir()}
     paths = rec["data"]["paths"]
     out = ["Shortcut checks (held-out predictions split by what a shortcut would use):", "",
            "| held-out family | split by | part | n | accuracy |", "|---|---|---|---:|---:|"]

@@ -119,10 +119,10 @@ def load_sources(specs: Sequence[SourceSpec | str], size: int = DEFAULT_SIZE, cl
     for k, spec in enumerate(specs):
         cb = (lambda i, n, name=spec.name: progress(name, i, n)) if progress else None
         ds = folders.load_folder(spec.path, size, classes, cache_dir, cb, both=False)
-        parts.append((spec, ds, _groups(spec, ds, max_distance)))
-    paths, meta = [], {c: [] for c in META_COLUMNS}
-    for spec, ds, _ in parts:
         rows = read_metadata(Path(ds.root)) if Path(ds.root).is_dir() else {}
+        parts.append((spec, ds, _groups(spec, ds, rows, max_distance), rows))
+    paths, meta = [], {c: [] for c in META_COLUMNS}
+    for spec, ds, _, rows in parts:
         paths += [f"{spec.name}/{p}" for p in ds.paths]
         for p in ds.paths:
             row = rows.get(p, {})
@@ -130,19 +130,18 @@ def load_sources(specs: Sequence[SourceSpec | str], size: int = DEFAULT_SIZE, cl
                 meta[c].append(row.get(c, ""))
     one = len(parts) == 1
     fp = parts[0][1].fingerprint if one else hashlib.sha256(
-        "|".join(f"{s.name}:{s.family}:{d.fingerprint}" for s, d, _ in parts).encode()).hexdigest()[:24]
+        "|".join(f"{s.name}:{s.family}:{d.fingerprint}" for s, d, *_ in parts).encode()).hexdigest()[:24]
     return folders.Dataset(
-        images=np.concatenate([d.images for _, d, _ in parts]), labels=np.concatenate([d.labels for _, d, _ in parts]),
-        paths=paths if not one else parts[0][1].paths, root=parts[0][1].root if one else ";".join(d.root for _, d, _ in parts),
-        classes=tuple(classes), skipped=[f"{s.name}: {m}" for s, d, _ in parts for m in d.skipped], fingerprint=fp,
-        source=np.concatenate([np.full(len(d), k, np.int64) for k, (_, d, _) in enumerate(parts)]),
-        source_names=[s.name for s, _, _ in parts], families=[s.family for s, _, _ in parts],
-        groups=np.concatenate([g for _, _, g in parts]), meta={c: v for c, v in meta.items() if any(v)})
+        images=np.concatenate([d.images for _, d, *_ in parts]), labels=np.concatenate([d.labels for _, d, *_ in parts]),
+        paths=paths if not one else parts[0][1].paths, root=parts[0][1].root if one else ";".join(d.root for _, d, *_ in parts),
+        classes=tuple(classes), skipped=[f"{s.name}: {m}" for s, d, *_ in parts for m in d.skipped], fingerprint=fp,
+        source=np.concatenate([np.full(len(d), k, np.int64) for k, (_, d, *_) in enumerate(parts)]),
+        source_names=[s.name for s, *_ in parts], families=[s.family for s, *_ in parts],
+        groups=np.concatenate([g for _, _, g, _ in parts]), meta={c: v for c, v in meta.items() if any(v)})
 
 
-def _groups(spec: SourceSpec, ds: folders.Dataset, max_distance: int) -> np.ndarray:
+def _groups(spec: SourceSpec, ds: folders.Dataset, rows: dict, max_distance: int) -> np.ndarray:
     """``"family:group"`` of every image: metadata's ``group`` where it has one, else near-duplicate groups."""
-    rows = read_metadata(Path(ds.root)) if Path(ds.root).is_dir() else {}
     if rows and all(rows.get(p, {}).get("group") for p in ds.paths):
         return np.asarray([f"{spec.family}:{rows[p]['group']}" for p in ds.paths])
     from bt_core.data.splits import near_duplicate_groups
