@@ -4,55 +4,27 @@
 ``uint8`` (H, W) slices in anatomical order, one label per slice, and human notes. Every failure is
 an :class:`~bt_core.errors.ImageError` with a one-line message naming the file.
 
-- **DICOM series** (several single-frame files): one SeriesInstanceUID only (files of two series are
-  refused), the same rows and columns, one orientation. Ordered by ImagePositionPatient projected on
-  the slice normal (row x column of ImageOrientationPatient), else by InstanceNumber, else by name.
-  Each slice is decoded by :func:`bt_core.data.images.load_image`, exactly as a single DICOM is
-  (Modality LUT, VOI LUT or window, else the slice's min/max; MONOCHROME1 inverted).
-- **Multi-frame DICOM** (one file): every frame, through the same helpers (per-frame window and
-  rescale of enhanced objects where stored), ordered by per-frame position when given.
-- **NIfTI** (``.nii``, ``.nii.gz``, NIfTI-1 or -2, via nibabel): reoriented to RAS, axial slices
-  (third axis) shown as a DICOM viewer does (anterior up, patient's right on the left), inferior
-  first; 4-D files: the first volume. NIfTI stores no window: the volume's own 0.5-99.5 percentile
-  range, the same for every slice.
+This module tells the kinds apart and refuses mixtures (a NIfTI or a multi-frame DICOM with other
+files); the readers are :mod:`bt_core.data.dicom_series` (a DICOM series: one SeriesInstanceUID, one
+size, one plane, ordered along the slice normal; a multi-frame DICOM) and :mod:`bt_core.data.nifti`
+(reoriented to RAS, axial slices, inferior first, the volume's 0.5-99.5 percentile window).
+:class:`Volume`, :func:`is_nifti` and the limits are importable from here too.
 
 Defaults: files up to ``MAX_FILE_BYTES`` (256 MiB; single DICOM slices keep images' 20 MiB),
-``MAX_SLICES`` (2000) slices, ``MAX_VOXELS`` (64 million) voxels.
+``MAX_SLICES`` (2000) slices, ``MAX_VOXELS`` (64 million) voxels (:mod:`bt_core.data.volume`).
 """
 from __future__ import annotations
 
-import copy
-import gzip
-import io
 import os
-from collections import Counter
-from dataclasses import dataclass, field
-
-import numpy as np
-import pydicom
-from pydicom.pixels import apply_modality_lut, pixel_array
 
 from bt_core.data import images
-from bt_core.data.images import _apply_voi, _rescale, _short, safe_name
+from bt_core.data.dicom_series import _dicom_header, _load_multiframe, _load_series
+from bt_core.data.images import safe_name
+from bt_core.data.nifti import _load_nifti, is_nifti
+from bt_core.data.volume import MAX_FILE_BYTES, MAX_SLICES, MAX_VOXELS, Volume  # noqa: F401 - as before
 from bt_core.errors import ImageError
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
-MAX_SLICES = 2000
-MAX_VOXELS = 64_000_000
 WHAT = "a scan is a DICOM series, one multi-frame DICOM or one NIfTI file (.nii, .nii.gz)"
-
-
-@dataclass
-class Volume:
-    """A scan: ``slices`` uint8 (H, W) in order, one ``labels`` entry each, ``kind``, ``name``, ``notes``."""
-    slices: list[np.ndarray]
-    labels: list[str]
-    kind: str
-    name: str
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.slices)
 
 
 def _read(source, name: str | None, limit: int) -> tuple[str, bytes]:
@@ -65,47 +37,6 @@ def _read(source, name: str | None, limit: int) -> tuple[str, bytes]:
         return label, images._read_source(source, limit)
     except ImageError as exc:
         raise ImageError(f"{label}: {exc}") from exc.__cause__
-
-
-def _gunzip(data: bytes, limit: int, label: str) -> bytes:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-            out = fh.read(limit + 1)
-    except (OSError, EOFError) as exc:
-        raise ImageError(f"{label}: broken gzip data ({_short(exc)})") from exc
-    if len(out) > limit:
-        raise ImageError(f"{label}: uncompressed volume is larger than {limit / 2**20:.0f} MB")
-    return out
-
-
-def is_nifti(name: str, data: bytes) -> bool:
-    """A NIfTI name (``.nii``, ``.nii.gz``) or NIfTI-1/-2 magic (gzip-compressed or not)."""
-    if str(name).lower().endswith((".nii", ".nii.gz")):
-        return True
-    head = data[:600]
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-                head = fh.read(600)
-        except (OSError, EOFError):
-            return False
-    return head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] == b"n+2\0"
-
-
-def _dicom_header(label: str, data: bytes):
-    """The dataset without pixels, or None when this is not DICOM at all."""
-    dicom = data[128:132] == b"DICM" or label.lower().endswith((".dcm", ".dicom"))
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
-        if "Rows" in ds and "Columns" in ds:
-            return ds
-    except Exception as exc:  # noqa: BLE001 - hostile headers raise anything
-        if dicom:
-            raise ImageError(f"{label}: unreadable DICOM header ({_short(exc)})") from exc
-        return None
-    if dicom:
-        raise ImageError(f"{label}: DICOM file without image rows and columns")
-    return None
 
 
 def load_volume(sources, max_bytes: int = MAX_FILE_BYTES) -> Volume:
@@ -134,183 +65,3 @@ def load_volume(sources, max_bytes: int = MAX_FILE_BYTES) -> Volume:
         label = files[frames.index(max(frames))][0]
         raise ImageError(f"{label}: a multi-frame DICOM holds a whole scan; upload it alone, not with other files")
     return _load_series(files, headers)
-
-
-def _floats(ds, key: str, n: int) -> np.ndarray | None:
-    try:
-        values = np.asarray([float(v) for v in ds.get(key) or []], dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return values if values.size == n and np.all(np.isfinite(values)) else None
-
-
-def _series_order(labels, headers) -> tuple[list[int], str | None]:
-    """Slice order and a note on how it was found; ImageError when the slices lie in different planes."""
-    orient = [_floats(ds, "ImageOrientationPatient", 6) for ds in headers]
-    pos = [_floats(ds, "ImagePositionPatient", 3) for ds in headers]
-    if all(o is not None for o in orient) and all(p is not None for p in pos):
-        for label, o in zip(labels, orient):
-            if not np.allclose(o, orient[0], atol=1e-3):
-                raise ImageError(f"{label}: lies in another plane than {labels[0]} (ImageOrientationPatient "
-                                 "differs); upload the slices of one plane")
-        normal = np.cross(orient[0][:3], orient[0][3:])
-        depth = [float(p @ normal) for p in pos]
-        order = sorted(range(len(headers)), key=lambda i: (depth[i], labels[i]))
-        same = len(depth) - len(set(np.round(depth, 3)))
-        return order, (f"{same} slice(s) share a position with another slice" if same else None)
-    try:
-        numbers = [int(ds.get("InstanceNumber")) for ds in headers]
-    except (TypeError, ValueError):
-        numbers = None
-    if numbers is not None:
-        return sorted(range(len(headers)), key=lambda i: (numbers[i], labels[i])), \
-            "no slice positions stored: ordered by InstanceNumber"
-    return sorted(range(len(headers)), key=lambda i: labels[i]), "no slice positions or numbers: ordered by file name"
-
-
-def _load_series(files, headers) -> Volume:
-    labels = [label for label, _ in files]
-    uids = Counter(str(ds.get("SeriesInstanceUID", "")).strip() for ds in headers)
-    if len(uids) > 1:
-        raise ImageError(f"the {len(files)} files belong to {len(uids)} different series (SeriesInstanceUID); "
-                         "upload one series at a time")
-    shape0 = (int(headers[0].Rows), int(headers[0].Columns))
-    for label, ds in zip(labels, headers):
-        shape = (int(ds.Rows), int(ds.Columns))
-        if shape != shape0:
-            raise ImageError(f"{label}: {shape[1]}x{shape[0]} pixels, unlike {labels[0]} ({shape0[1]}x{shape0[0]}); "
-                             "the slices of one series share their size")
-    if len(files) * shape0[0] * shape0[1] > MAX_VOXELS:
-        raise ImageError(f"the series has {len(files) * shape0[0] * shape0[1]:,} voxels, over the limit of {MAX_VOXELS:,}")
-    order, how = _series_order(labels, headers)
-    slices, notes = [], Counter()
-    for i in order:
-        img = images.load_image(files[i][1], name=labels[i])  # the single-DICOM path, per slice
-        slices.append(img.pixels)
-        notes.update(img.notes)
-    kind = "DICOM series" if len(files) > 1 else "DICOM slice"
-    out = [f"{kind}: {len(files)} slice(s) of {shape0[1]}x{shape0[0]} pixels"] + ([how] if how else [])
-    out += [note if n == len(files) else f"{note} ({n} of {len(files)} slices)" for note, n in notes.items()]
-    description = str(headers[0].get("SeriesDescription", "") or "").strip()
-    name = safe_name(description) if description else labels[order[0]]
-    return Volume(slices, [f"slice {k + 1} ({labels[i]})" for k, i in enumerate(order)], kind, name, out)
-
-
-def _frame_view(ds, groups, i: int):
-    """The dataset as frame ``i`` sees it: enhanced objects' shared and per-frame window and rescale."""
-    found = {}
-    for seq in (groups.get("shared"), groups.get("per_frame")[i] if groups.get("per_frame") else None):
-        if seq is None:
-            continue
-        for item_key, keys in (("FrameVOILUTSequence", ("WindowCenter", "WindowWidth")),
-                               ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept"))):
-            items = seq.get(item_key)
-            if items:
-                found.update({k: items[0].get(k) for k in keys if items[0].get(k) is not None})
-    if not found:
-        return ds
-    view = copy.copy(ds)
-    for key, value in found.items():
-        setattr(view, key, value)
-    return view
-
-
-def _frame_depths(groups, n: int) -> list[float] | None:
-    per_frame = groups.get("per_frame")
-    if not per_frame or len(per_frame) != n:
-        return None
-    orient = None
-    for seq in (groups.get("shared"), per_frame[0]):
-        items = seq.get("PlaneOrientationSequence") if seq is not None else None
-        orient = _floats(items[0], "ImageOrientationPatient", 6) if items else orient
-    pos = [_floats(item.PlanePositionSequence[0], "ImagePositionPatient", 3) if item.get("PlanePositionSequence")
-           else None for item in per_frame]
-    if orient is None or any(p is None for p in pos):
-        return None
-    normal = np.cross(orient[:3], orient[3:])
-    return [float(p @ normal) for p in pos]
-
-
-def _load_multiframe(label: str, data: bytes) -> Volume:
-    images.load_image(data, name=label, max_bytes=MAX_FILE_BYTES)  # every check of the single-DICOM path
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        n, rows, cols = int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)
-        if n * rows * cols > MAX_VOXELS:
-            raise ImageError(f"{n} frames of {cols}x{rows} pixels, over the limit of {MAX_VOXELS:,} voxels")
-        if n > MAX_SLICES:
-            raise ImageError(f"{n} frames: at most {MAX_SLICES} slices in one scan")
-        arr = pixel_array(ds)
-    except ImageError as exc:
-        raise ImageError(f"{label}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001
-        raise ImageError(f"{label}: cannot decode the DICOM frames ({_short(exc)})") from exc
-    if arr.ndim == 2:
-        arr = arr[None]
-    groups = {"shared": (ds.get("SharedFunctionalGroupsSequence") or [None])[0],
-              "per_frame": ds.get("PerFrameFunctionalGroupsSequence")}
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    slices, notes = [], Counter()
-    for i, frame in enumerate(arr):
-        note: list[str] = []
-        if frame.ndim == 3:
-            grey = frame[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-            slices.append(_rescale(grey, 0, 255) if arr.dtype == np.uint8 else _rescale(grey))
-            notes.update(["RGB DICOM made greyscale"])
-            continue
-        view = _frame_view(ds, groups, i)
-        try:
-            frame = apply_modality_lut(frame, view)
-        except Exception:  # noqa: BLE001 - keep the stored values
-            note.append("invalid DICOM Modality LUT ignored")
-        pixels = _apply_voi(frame, view, note)
-        slices.append(255 - pixels if photometric == "MONOCHROME1" else pixels)
-        notes.update(note + (["MONOCHROME1 inverted (higher values shown brighter)"]
-                             if photometric == "MONOCHROME1" else []))
-    depths = _frame_depths(groups, len(slices))
-    order = sorted(range(len(slices)), key=lambda i: depths[i]) if depths else list(range(len(slices)))
-    out = [f"DICOM multi-frame: {len(slices)} frames of {cols}x{rows} pixels, "
-           + ("ordered by frame position" if depths else "in stored order")]
-    out += [nt if k == len(slices) else f"{nt} ({k} of {len(slices)} frames)" for nt, k in notes.items()]
-    return Volume([slices[i] for i in order], [f"frame {i + 1}" for i in order], "DICOM multi-frame", label, out)
-
-
-def _load_nifti(label: str, data: bytes) -> Volume:
-    import nibabel as nib
-
-    raw = _gunzip(data, 2 * MAX_FILE_BYTES, label) if data[:2] == b"\x1f\x8b" else data
-    size = next((v for v in (int.from_bytes(raw[:4], e) for e in ("little", "big")) if v in (348, 540)), 0)
-    if size not in (348, 540):
-        raise ImageError(f"{label}: not a NIfTI-1 or NIfTI-2 file (header size {size})")
-    if raw[344:348] == b"ni1\0":
-        raise ImageError(f"{label}: a NIfTI .hdr/.img pair; convert it to one .nii or .nii.gz file")
-    notes = []
-    try:
-        img = (nib.Nifti1Image if size == 348 else nib.Nifti2Image).from_bytes(raw)
-        shape = tuple(int(s) for s in img.shape)
-        if not 2 <= len(shape) <= 5 or 0 in shape:
-            raise ImageError(f"a NIfTI volume of shape {shape} (need 2 to 4 dimensions)")
-        if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
-            notes.append(f"4-D NIfTI: the first of {int(np.prod(shape[3:]))} volumes used")
-        if int(np.prod(shape[:3])) > MAX_VOXELS:
-            raise ImageError(f"{int(np.prod(shape[:3])):,} voxels, over the limit of {MAX_VOXELS:,}")
-        if len(shape) == 2:
-            img = nib.Nifti1Image(np.asanyarray(img.dataobj)[:, :, None], img.affine)
-        elif len(shape) > 3:
-            img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
-        img = nib.as_closest_canonical(img)
-        vol = np.asarray(img.get_fdata(dtype=np.float32))
-    except ImageError as exc:
-        raise ImageError(f"{label}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on broken files
-        raise ImageError(f"{label}: not a readable NIfTI volume ({_short(exc)})") from exc
-    if vol.shape[2] > MAX_SLICES:
-        raise ImageError(f"{label}: {vol.shape[2]} slices: at most {MAX_SLICES} in one scan")
-    finite = vol[np.isfinite(vol)]
-    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 0.0)
-    if not hi > lo and finite.size:
-        lo, hi = float(finite.min()), float(finite.max())
-    slices = [_rescale(np.flip(vol[:, :, k], (0, 1)).T, lo, hi) for k in range(vol.shape[2])]
-    notes = [f"NIfTI: {len(slices)} axial slices of {vol.shape[0]}x{vol.shape[1]} voxels (RAS, inferior first)",
-             *notes, "NIfTI stores no window: the volume's 0.5-99.5 percentile range used for every slice"]
-    return Volume(slices, [f"slice {k + 1}" for k in range(len(slices))], "NIfTI", label, notes)
