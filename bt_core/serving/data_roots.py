@@ -1,0 +1,48 @@
+"""The data-folder fence: which folders a training job (or the Score page) may read.
+
+Data folders must lie in an allowed root: ``$BT_DATA_ROOTS`` (``os.pathsep``-separated; default
+``../shared/data`` beside the repository). A folder is checked after resolving every symlink: no
+``..`` or link out of the roots, class folders ``no/`` and ``yes/`` (both, or one for a source that
+has a single class), and no image linked to a file outside the roots.
+"""
+import os
+from contextlib import suppress
+from pathlib import Path
+
+from bt_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = ("no", "yes")
+
+
+def allowed_roots(env=None) -> list[Path]:
+    """The existing data roots, resolved, from ``$BT_DATA_ROOTS`` (default ``../shared/data``)."""
+    raw = (os.environ if env is None else env).get("BT_DATA_ROOTS")
+    cands = [c for c in raw.split(os.pathsep) if c.strip()] if raw is not None else [REPO.parent / "shared" / "data"]
+    return [Path(c).expanduser().resolve() for c in cands if Path(c).expanduser().is_dir()]
+
+
+def check_data_dir(path, roots=None, both: bool = True) -> Path:
+    """The resolved folder; ConfigError if it is outside the allowed roots or lacks the class folders
+    (``both=False``: one of them is enough, as for scoring a set of healthy scans)."""
+    roots = allowed_roots() if roots is None else [Path(r).resolve() for r in roots]
+    inside = lambda p: any(p == r or r in p.parents for r in roots)  # noqa: E731
+    if not roots:
+        raise ConfigError("no data folder is allowed: the operator must set BT_DATA_ROOTS")
+    try:
+        real = Path(str(path or "").strip() or "\0").expanduser().resolve(strict=True)  # follows every symlink
+    except (OSError, RuntimeError, ValueError):
+        raise ConfigError(f"data folder not found: {path or '(none chosen)'}") from None
+    if not inside(real) or not real.is_dir():
+        raise ConfigError(f"data folder {path} is not inside an allowed data root ({', '.join(map(str, roots))})")
+    subs = [real / c for c in CLASSES]
+    if not both:
+        subs = [sub for sub in subs if sub.is_dir()] or subs[:1]
+    for sub in subs:
+        if not sub.is_dir() or not inside(sub.resolve()):
+            raise ConfigError(f"data folder {path} needs the class folders {CLASSES[0]}/ "
+                              f"{'and' if both else 'or'} {CLASSES[1]}/")
+        with suppress(OSError):  # an unreadable folder fails in the job, with its own message
+            if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in os.scandir(sub)):
+                raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
+    return real
