@@ -70,15 +70,4 @@ def views(images_u8: np.ndarray, k: int, seed: int = 0, masks: np.ndarray | None
     """K random views of each image -> (views (N*K, H, W) uint8, masks of the views or None, source index).
 
     View j of image i is row ``i * k + j``; the draws depend only on ``seed``."""
-    images_u8 = np.asarray(images_u8, np.uint8)
-    if k < 0:
-        raise ValueError("k must be >= 0")
-    rng = np.random.default_rng(seed)
-    source = np.repeat(np.arange(len(images_u8)), k)
-    out = np.empty((len(source), *images_u8.shape[1:]), np.uint8)
-    out_m = np.empty((len(source), *masks.shape[1:]), np.uint8) if masks is not None else None
-    for row, i in enumerate(source):
-        out[row], m = random_view(images_u8[i], masks[i] if masks is not None else None, rng)
-        if out_m is not None:
-            out_m[row] = m
-    return out, out_m, source
+    return degrade.seeded_copies(images_u8, k, seed, random_view, masks)

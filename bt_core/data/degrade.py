@@ -5,7 +5,8 @@ gamma 0.6 and 1.6, contrast x0.5, a bias field, 64-px resolution, JPEG quality 1
 contrast). :func:`random_degrade` draws a texture degradation for training, from wider ranges:
 each of blur (sigma 0.5 to 2.5), noise (sd 3 to 20), low resolution (a quarter to 0.7 of the side)
 and JPEG artefacts (quality 10 to 50) is applied with probability one half, at least one of them.
-:func:`copies` makes K degraded copies of every image (``TrainConfig.degrade_copies``). Every
+:func:`copies` makes K degraded copies of every image (``TrainConfig.degrade_copies``), through the seeded
+loop :func:`seeded_copies` that :func:`bt_core.data.augment.views` shares. Every
 function works on greyscale uint8 images and takes a seed or a ``numpy`` Generator.
 """
 from __future__ import annotations
@@ -78,17 +79,29 @@ def random_degrade(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def copies(images_u8: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """K randomly degraded copies of each image -> (copies (N*K, H, W) uint8, source index of each copy).
-
-    Copy j of image i is row ``i * k + j``; the draws depend only on ``seed``, so a run is repeatable.
-    """
+def seeded_copies(images_u8: np.ndarray, k: int, seed: int, make, masks: np.ndarray | None = None):
+    """K outputs of ``make(image, mask or None, rng) -> (image, mask or None)`` for each image, all drawn
+    from one generator seeded with ``seed`` in row order -> (images (N*K, H, W) uint8, their masks or None,
+    source index of each row). Row ``i * k + j`` is output j of image i. Used by :func:`copies` and
+    :func:`bt_core.data.augment.views`."""
     images_u8 = np.asarray(images_u8, np.uint8)
     if k < 0:
         raise ValueError("k must be >= 0")
     rng = np.random.default_rng(seed)
     source = np.repeat(np.arange(len(images_u8)), k)
     out = np.empty((len(source), *images_u8.shape[1:]), np.uint8)
+    out_m = np.empty((len(source), *masks.shape[1:]), np.uint8) if masks is not None else None
     for row, i in enumerate(source):
-        out[row] = random_degrade(images_u8[i], rng)
+        out[row], m = make(images_u8[i], masks[i] if masks is not None else None, rng)
+        if out_m is not None:
+            out_m[row] = m
+    return out, out_m, source
+
+
+def copies(images_u8: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """K randomly degraded copies of each image -> (copies (N*K, H, W) uint8, source index of each copy).
+
+    Copy j of image i is row ``i * k + j``; the draws depend only on ``seed``, so a run is repeatable.
+    """
+    out, _, source = seeded_copies(images_u8, k, seed, lambda im, _mask, rng: (random_degrade(im, rng), None))
     return out, source
