@@ -63,7 +63,7 @@ def balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
     from bt_core.models.patch_training import balance_weights
 
     idx = np.asarray(idx)
-    n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or _views(...) in run_protocol
+    n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or views(...) in run_protocol
     rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
     return balance_weights(np.char.add(ds.family_of()[rows].astype(str), ds.labels[rows].astype(str)))
 

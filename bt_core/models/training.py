@@ -24,9 +24,8 @@ import numpy as np
 
 from bt_core import data as data_mod
 from bt_core.evaluation import metrics
-from bt_core.models import networks
-from bt_core.models.sources_fit import balance as _balance, no_masks as _no_masks, per_source_metrics  # noqa: F401
-from bt_core.models.sources_fit import sources_summary, strata_for, views as _views  # noqa: F401
+from bt_core.models import networks, sources_fit
+from bt_core.models.sources_fit import per_source_metrics, sources_summary, strata_for
 from bt_core.data import splits
 from bt_core.config import TrainConfig  # noqa: F401  (re-exported)
 from bt_core.errors import ConfigError
@@ -266,16 +265,16 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     if cfg.model == "patch":  # --- the patch model trains on cached activations (bt_core.models.patch_training) ---
         from bt_core.models.patch_training import PatchTrainer
 
-        trainer = PatchTrainer(cfg, ds, *(masks if masks is not None else _no_masks(ds)), report)
+        trainer = PatchTrainer(cfg, ds, *(masks if masks is not None else sources_fit.no_masks(ds)), report)
         x_all = feats = None
         train_set = None
     else:
         trainer = None
         x_all = data_mod.as_batch(data_mod.at_size(ds.images, cfg.image_size), cfg.channels, cfg.preprocess)
         feats = backbone_features(cfg, x_all, ds.fingerprint, report) if cfg.uses_feature_cache else None
-        extra = _degraded(cfg, ds, report) or _views(cfg, ds, report)
+        extra = _degraded(cfg, ds, report) or sources_fit.views(cfg, ds, report)
         train_set = lambda idx: _train_set(idx, x_all, y, feats, extra)  # noqa: E731
-    weights_of = lambda labels_idx: _balance(cfg, ds, labels_idx)  # noqa: E731
+    weights_of = lambda labels_idx: sources_fit.balance(cfg, ds, labels_idx)  # noqa: E731
     if fold_records is not None:  # --- parallel folds: computed by child processes ---
         from bt_core.models.distribute import merge_fold_records
 
