@@ -4,6 +4,7 @@ The run registry is :func:`bt_core.runs.default_root` (``trained_models/``; ``$B
 overrides it). ``<root>/shipped.json`` names the shipped runs: ``{"cnn": RUN_ID, "transfer": RUN_ID}``.
 Models are cached once per process (``st.cache_resource``); records and the run list are cached as
 data, keyed by the file's modification time (so keys added later to a run, e.g. a calibration, show).
+Labelled data folders under ``BT_DATA_ROOTS`` (the Score and Train pages' pickers) are cached for 30 s.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import streamlit as st
 from bt_core import runs
 from bt_core.errors import BTError
 from bt_core import DISCLAIMER
+from bt_core.serving import data_roots
 
 KIND_NAMES = runs.SHIPPED_KINDS
 
@@ -179,3 +181,15 @@ def scoring_slots() -> threading.BoundedSemaphore:
     """At most ``BT_SCORING_SLOTS`` (default 2) batches are scored at once across all sessions, so memory
     stays bounded when many visitors upload together; the others wait their turn behind the spinner."""
     return threading.BoundedSemaphore(max(1, int(os.environ.get("BT_SCORING_SLOTS", "2"))))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _data_folders(roots: tuple[str, ...], both: bool) -> list[str]:
+    return data_roots.find_data_folders(roots, both=both)
+
+
+def data_folders(both: bool) -> tuple[tuple[str, ...], list[str]]:
+    """-> (the allowed data roots, the labelled folders found in them, two levels down): folders with
+    ``no/`` and ``yes/`` (``both``), or with either (``both=False``). Shared by the Score and Train pages."""
+    roots = tuple(str(r) for r in data_roots.allowed_roots())
+    return roots, (_data_folders(roots, both) if roots else [])

@@ -15,13 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
+from pages.common import KIND_NAMES, data_folders, disclaimer, load_predictor, scoring_slots, shipped_runs
 from bt_core.data import archive, sources
 from bt_core.errors import BTError
 from bt_core.evaluation import plots, scoring
@@ -39,24 +38,6 @@ def _pct(v) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def _folders(roots: tuple[str, ...]) -> list[str]:
-    """Allowed roots and their sub-folders (two levels) that hold a yes/ or a no/ folder."""
-    found = []
-    for root in map(Path, roots):
-        try:
-            level1 = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-            cands = [root, *level1, *sorted(e for d in level1 for e in d.iterdir() if e.is_dir())]
-        except OSError:
-            continue
-        for cand in cands[:500]:
-            try:
-                found.append(str(launcher.check_data_dir(cand, roots, both=False)))
-            except BTError:
-                pass
-    return list(dict.fromkeys(found))
-
-
 def _choose_data():
     """-> (memo key, loader(progress) -> (pixels, labels, names, skipped, what)) or (None, None)."""
     mode = st.radio("Your data", MODES, horizontal=True, key="score_mode")
@@ -71,8 +52,7 @@ def _choose_data():
             got = archive.read_archive(blob, progress=progress)
             return got.pixels, got.labels, got.names, got.skipped, up.name
         return ("zip", hashlib.sha256(blob).hexdigest()), load_zip
-    roots = tuple(str(r) for r in launcher.allowed_roots())
-    folders = _folders(roots) if roots else []
+    roots, folders = data_folders(both=False)
     if not folders:
         st.info("No data folder is available on this server: the operator lists allowed folders in BT_DATA_ROOTS.")
         return None, None

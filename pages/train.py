@@ -7,14 +7,13 @@ One job at a time runs in the background; its progress refreshes every 2 seconds
 run lands in the runs registry, hence on the explorer and ROC pages.
 """
 import time
-from pathlib import Path
 
 import streamlit as st
 
 from bt_core.serving import launcher
 from bt_core import runs
 from bt_core.errors import BTError
-from pages import common  # noqa: F401  (routes a first request straight to /train through st.navigation)
+from pages import common  # (importing it routes a first request straight to /train through st.navigation)
 
 ICONS = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:", "failed": ":material/error:",
          "cancelled": ":material/cancel:"}
@@ -39,24 +38,6 @@ def _server_address() -> str | None:
 @st.cache_data(ttl=300, show_spinner=False)
 def _device() -> dict:
     return launcher.device_info()
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def _data_folders(roots: tuple[str, ...]) -> list[str]:
-    """Allowed roots and their sub-folders (two levels) that hold both class folders."""
-    found = []
-    for root in map(Path, roots):
-        try:
-            level1 = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-            cands = [root, *level1, *sorted(e for d in level1 for e in d.iterdir() if e.is_dir())]
-        except OSError:
-            continue
-        for cand in cands[:500]:
-            try:
-                found.append(str(launcher.check_data_dir(cand, roots)))
-            except BTError:
-                pass
-    return list(dict.fromkeys(found))
 
 
 def _when(t) -> str:
@@ -228,7 +209,7 @@ def main() -> None:
     st.caption(f"Jobs run on **{dev['device']}** with the Keras **{dev['backend']}** backend"
                + (f" ({dev['note']})" if dev["note"] else "") + f". One job at a time. Training is {why}; "
                "`BT_ENABLE_TRAINING=0` switches it off.")
-    folders = _data_folders(tuple(map(str, launcher.allowed_roots())))
+    folders = common.data_folders(both=True)[1]
     if not folders:
         st.warning("No data folder with no/ and yes/ sub-folders is allowed. The operator sets the allowed roots "
                    "with `BT_DATA_ROOTS` (folders separated by `:`).")

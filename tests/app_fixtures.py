@@ -1,10 +1,12 @@
-"""A tiny run registry for the dashboard tests: two quickly trained runs and a ``shipped.json``.
+"""The dashboard tests' shared set-up: :func:`open_app` (AppTest) and a tiny run registry of two runs.
 
 :func:`build_registry` makes a generated two-class folder (tests/conftest.py ``make_folder``), runs
 the paper's protocol (2 folds, 2 epochs, 48x48 images) for a compact CNN and for a transfer model
 on EfficientNet-Lite0 with random weights (no weights file), saves both with
 :func:`bt_core.runs.save_run` and lists them in ``shipped.json`` as the app expects. The CNN run
-gets an operating threshold of 0.4 so the app's default threshold can be checked.
+gets an operating threshold of 0.4 so the app's default threshold can be checked. :func:`open_app`
+runs the app headless (``streamlit.testing``) and fails on an exception; :func:`texts` reads elements.
+Keras is imported only when a registry is built.
 """
 from __future__ import annotations
 
@@ -13,17 +15,40 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bt_core import data, runs
-from bt_core.models import training
-
 from conftest import make_folder
 
 CNN_ID, TRANSFER_ID = "tiny-cnn", "tiny-transfer"
 CNN_THRESHOLD = 0.4
+APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+
+
+def open_app(page: str | None = None, *, secrets: dict | None = None, direct: bool = False, timeout: float = 90):
+    """The app run headless -> its AppTest, after checking that no exception was shown.
+
+    ``page`` (``"pages/score.py"``) is reached through streamlit_app.py's navigation, as a visitor does,
+    or run on its own with ``direct=True`` (no first page, no models). ``secrets`` are set before the run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP.parent / page if direct else APP), default_timeout=timeout)
+    for key, value in (secrets or {}).items():
+        at.secrets[key] = value
+    at.run()
+    if page and not direct:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:
+    """The values of a list of AppTest elements (at.error, at.info, ...), as strings."""
+    return [str(e.value) for e in elements]
 
 
 def build_registry(root: Path, work: Path) -> Path:
     """Train and save the two tiny runs under ``root`` -> ``root``."""
+    from bt_core import data, runs
+    from bt_core.models import training
+
     folder = make_folder(work / "data", n_per_class=16, size=64, seed=3)
     ds = data.load_folder(folder, size=48, cache_dir=work / "cache")
     common = dict(epochs=2, batch_size=8, folds=2, split="random", image_size=48, lr=1e-3, seed=1)

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny generated two-class image folders (never the real data set)."""
+"""Shared fixtures: tiny generated two-class image folders (never the real data set), and the browser
+tests' `streamlit run` server (`server`, over the registry the module's `REGISTRY` builds) and `chromium_path`."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,3 +38,75 @@ def tiny_folder(tmp_path):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# --- the browser tests' server (tests/test_browser*.py) --------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+START_TIMEOUT = 60  # s, until /_stcore/health answers
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(log, n: int = 3000) -> str:
+    try:
+        return log.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def chromium_path():
+    """Debian's chromium and Playwright, or a skip (a failure when ``$CI`` is set)."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium); the browser test cannot run"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("playwright.sync_api")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(request, chromium_path, tmp_path_factory):
+    """``streamlit run`` on a free loopback port over the run registry that the test module's
+    ``REGISTRY(root, work)`` builds -> its base URL; no data root is allowed; always terminated afterwards."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from app_fixtures import APP, wait_healthy
+
+    work = tmp_path_factory.mktemp(f"server_{request.module.__name__}")
+    registry = request.module.REGISTRY(work / "runs", work)
+    port, log = free_port(), work / "streamlit.log"
+    env = {**os.environ, "BT_RUNS_DIR": str(registry), "BT_CACHE_DIR": str(work / "cache"),
+           "BT_DATA_ROOTS": str(work / "no_roots"), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=Path(APP).parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, proc, time.monotonic() + START_TIMEOUT, lambda: _log_tail(log))
+        except RuntimeError as err:
+            pytest.fail(str(err))
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -13,15 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from app_fixtures import CNN_ID, CNN_THRESHOLD, TRANSFER_ID, build_registry
+from app_fixtures import APP, CNN_ID, CNN_THRESHOLD, TRANSFER_ID, build_registry, open_app, texts  # noqa: F401
+# (APP and texts are imported from here by tests/test_app_scan.py)
 from bt_core.serving.inference import DISCLAIMER, REASON_STATISTICS, Predictor
 from conftest import blob_image
 
 pytest.importorskip("streamlit.testing.v1")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "streamlit_app.py"
 PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py", "pages/scan.py"]
 
 
@@ -36,34 +34,22 @@ def _runs_dir(registry, monkeypatch):
     monkeypatch.setenv("BT_RUNS_DIR", str(registry))
 
 
-def app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def png_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def texts(elements) -> list[str]:
-    return [str(e.value) for e in elements]
-
-
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders(page):
-    at = app(page)
+    at = open_app(page)
     if page != "pages/train.py":
         assert DISCLAIMER in texts(at.info)
     assert not at.error, texts(at.error)
 
 
 def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch():
-    at = app()
+    at = open_app()
     assert at.slider(key="thr_cnn").value == pytest.approx(CNN_THRESHOLD)  # the run's operating threshold
     assert at.slider(key="thr_transfer").value == pytest.approx(0.5)
     good = png_bytes(blob_image(np.random.default_rng(5), 96, tumour=True))
@@ -102,7 +88,7 @@ def test_diagnose_example_picker_and_out_of_distribution_warning(monkeypatch):
         return answers, maps
 
     monkeypatch.setattr(Predictor, "answer_and_explain", transfer_says_ood)
-    at = app()
+    at = open_app()
     picker = at.multiselect(key="examples")
     assert picker.options and all(o.endswith(".png") for o in picker.options)
     picker.set_value([picker.options[0]]).run()
@@ -129,7 +115,7 @@ def test_diagnose_keeps_the_other_model_when_one_fails_to_load(registry, tmp_pat
     (broken / TRANSFER_ID / "model.keras").write_bytes(b"not a keras file")
     (broken / "shipped.json").write_text(json.dumps({"cnn": CNN_ID, "transfer": TRANSFER_ID}))
     monkeypatch.setenv("BT_RUNS_DIR", str(broken))
-    at = app()
+    at = open_app()
     assert any("Transfer model" in e and "could not be loaded" in e for e in texts(at.error))
     at.file_uploader(key="uploads").set_value(("a.png", png_bytes(blob_image(np.random.default_rng(1), 64)),
                                                "image/png")).run()
@@ -138,7 +124,7 @@ def test_diagnose_keeps_the_other_model_when_one_fails_to_load(registry, tmp_pat
 
 
 def test_explore_shows_fold_tables_and_the_t_test_sentences():
-    at = app("pages/explore.py")
+    at = open_app("pages/explore.py")
     runs = at.multiselect(key="runs")
     assert len(runs.value) == 2 and all("random split (leaky)" in v for v in runs.value)
     tables = [d.value for d in at.dataframe]
@@ -152,7 +138,7 @@ def test_explore_shows_fold_tables_and_the_t_test_sentences():
 
 
 def test_roc_shows_auc_and_the_threshold_moves_sensitivity():
-    at = app("pages/roc.py")
+    at = open_app("pages/roc.py")
     aucs = [m for m in at.metric if m.label.startswith("AUC")]
     assert len(aucs) == 2 and all(0.0 <= float(m.value) <= 1.0 for m in aucs)
 
@@ -190,7 +176,7 @@ def test_comparisons_open_on_the_shipped_runs_with_short_names_and_per_source_ta
                                                                                      monkeypatch):
     monkeypatch.setenv("BT_RUNS_DIR", str(multi_source_registry(registry, tmp_path)))
     for page in ("pages/roc.py", "pages/explore.py"):
-        at = app(page)
+        at = open_app(page)
         picker = at.multiselect(key="runs")
         assert len(picker.options) == 3
         assert [v.split(" · ")[0] for v in picker.value] == ["CNN", "transfer Lite0"]  # the shipped pair
@@ -214,7 +200,7 @@ def test_comparisons_open_on_the_shipped_runs_with_short_names_and_per_source_ta
 @pytest.mark.parametrize("page", PAGES[:3])
 def test_pages_explain_an_empty_registry(page, tmp_path, monkeypatch):
     monkeypatch.setenv("BT_RUNS_DIR", str(tmp_path / "no_runs_yet"))
-    at = app(page)
+    at = open_app(page)
     shown = texts(at.error) + texts(at.info)
     assert any("No shipped models" in t or "No cross-validated runs" in t or "No runs with test-set" in t
                for t in shown), shown

@@ -1,16 +1,12 @@
 """The "Score your data" page (pages/score.py), driven headless with AppTest over a one-run registry."""
-from pathlib import Path
-
 import pytest
 
+from app_fixtures import open_app, texts
 from bt_core.serving.inference import DISCLAIMER
 from conftest import make_folder
 from score_fixtures import build_score_registry, labelled_zip, make_zip
 
 pytest.importorskip("streamlit.testing.v1")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +21,8 @@ def _env(registry, tmp_path, monkeypatch):
     monkeypatch.setenv("BT_DATA_ROOTS", str(tmp_path / "roots"))
 
 
-def page() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90).run()
-    at.switch_page("pages/score.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [str(e.value) for e in elements]
+def page():
+    return open_app("pages/score.py")
 
 
 def upload(at, name, blob):

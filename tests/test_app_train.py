@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from app_fixtures import open_app
 from conftest import make_folder
-from streamlit.testing.v1 import AppTest
 
 from bt_core.serving import launcher
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
 FAKE = str(Path(__file__).with_name("fake_trainer.py"))
 
 
@@ -29,11 +28,8 @@ def env(tmp_path, monkeypatch):
             launcher.cancel(job["id"], grace=0.5)
 
 
-def page(secrets=None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=30)
-    for k, v in (secrets or {}).items():
-        at.secrets[k] = v
-    return at.run()
+def page(secrets=None):
+    return open_app("pages/train.py", secrets=secrets, direct=True, timeout=30)
 
 
 def texts(at) -> str:

@@ -1,10 +1,11 @@
 """End to end in a real browser: the dashboard served by ``streamlit run``, driven by headless Chromium.
 
-One test: start the app on a free loopback port over the tiny run registry of tests/app_fixtures.py
-(``$BT_RUNS_DIR``; no shipped model is needed), open it in Debian's chromium through Playwright,
-upload a generated PNG through the page's file input and check that both models' tumour
-probabilities, their heatmaps (images actually decoded by the browser) and the decision-support
-notice are shown. A screenshot is left in ``/tmp/bt_browser.png`` for debugging.
+tests/conftest.py's ``server`` fixture starts the app on a free loopback port over the tiny run
+registry of tests/app_fixtures.py (``$BT_RUNS_DIR``; no shipped model is needed). The first test opens
+it in Debian's chromium through Playwright, uploads a generated PNG through the page's file input and
+checks that both models' tumour probabilities, their heatmaps (images actually decoded by the browser)
+and the decision-support notice are shown; the second uploads a DICOM series on the scan page. A
+screenshot is left in ``/tmp/bt_browser.png`` for debugging.
 
 Needs ``/usr/bin/chromium`` (Playwright never downloads a browser): without it the test is skipped,
 or fails when ``$CI`` is set. Marker ``browser``: ``pytest -m browser`` runs it alone (about a minute
@@ -13,86 +14,24 @@ on 2 CPU cores, most of it training the tiny registry and the server's first imp
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app_fixtures import build_registry, wait_healthy
+from app_fixtures import build_registry
 from bt_core.serving.inference import DISCLAIMER
-from conftest import blob_image
+from conftest import CHROMIUM_ARGS, blob_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
+REGISTRY = build_registry  # the run registry conftest's `server` fixture serves
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path("/tmp/bt_browser.png")
-START_TIMEOUT = 60   # s, until /_stcore/health answers
 ANSWER_TIMEOUT = 60  # s, from the upload to both probabilities (first load of both models included)
 MODELS = ("CNN", "Transfer")
 NAV_PAGES = (ROOT / "streamlit_app.py").read_text().count("st.Page(")  # every page in st.navigation
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(log: Path, n: int = 3000) -> str:
-    try:
-        return log.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-@pytest.fixture(scope="module")
-def chromium_path():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium); the browser test cannot run"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    pytest.importorskip("playwright.sync_api")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def server(chromium_path, tmp_path_factory):
-    """``streamlit run`` over a tiny registry -> its base URL; always terminated afterwards."""
-    work = tmp_path_factory.mktemp("browser_app")
-    registry = build_registry(work / "runs", work)
-    port, log = free_port(), work / "streamlit.log"
-    env = {**os.environ, "BT_RUNS_DIR": str(registry), "BT_CACHE_DIR": str(work / "cache"),
-           "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc, time.monotonic() + START_TIMEOUT, lambda: _log_tail(log))
-        except RuntimeError as err:
-            pytest.fail(str(err))
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

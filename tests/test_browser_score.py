@@ -2,61 +2,29 @@
 
 Over a one-run registry (tests/score_fixtures.py), open /score, upload a generated zip of labelled
 slices and see the metric tiles, the per-image table and the disclaimer; then upload two bad archives
-(path traversal, not a zip) and see one error line each, never a traceback. Same setup as
-tests/test_browser.py (Debian's chromium through Playwright; skipped without it unless ``$CI``).
+(path traversal, not a zip) and see one error line each, never a traceback. The server is
+tests/conftest.py's ``server`` fixture, as for tests/test_browser.py (Debian's chromium through Playwright;
+skipped without it unless ``$CI``).
 Screenshots are left in ``/tmp/bt_browser_score_ok.png`` (results) and ``/tmp/bt_browser_score.png`` (the end).
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from app_fixtures import wait_healthy
 from bt_core.serving.inference import DISCLAIMER
+from conftest import CHROMIUM_ARGS
 from score_fixtures import build_score_registry, labelled_zip, make_zip
-from test_browser import CHROMIUM_ARGS, START_TIMEOUT, _log_tail, chromium_path, free_port  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = build_score_registry  # the run registry conftest's `server` fixture serves
 SCREENSHOT = Path("/tmp/bt_browser_score.png")
 WAIT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def score_server(chromium_path, tmp_path_factory):  # noqa: F811
-    work = tmp_path_factory.mktemp("browser_score")
-    registry = build_score_registry(work / "runs", work)
-    port, log = free_port(), work / "streamlit.log"
-    env = {**os.environ, "BT_RUNS_DIR": str(registry), "BT_CACHE_DIR": str(work / "cache"),
-           "BT_DATA_ROOTS": str(work / "no_roots"), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc, time.monotonic() + START_TIMEOUT, lambda: _log_tail(log))
-        except RuntimeError as err:
-            pytest.fail(str(err))
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def test_score_page_uploads_a_zip_sees_metrics_and_refuses_bad_archives(score_server, chromium_path):  # noqa: F811
+def test_score_page_uploads_a_zip_sees_metrics_and_refuses_bad_archives(server, chromium_path):
     from playwright.sync_api import expect, sync_playwright
 
     good = labelled_zip(4)
@@ -67,7 +35,7 @@ def test_score_page_uploads_a_zip_sees_metrics_and_refuses_bad_archives(score_se
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.set_default_timeout(WAIT_MS)
-            page.goto(f"{score_server}/score", wait_until="domcontentloaded")
+            page.goto(f"{server}/score", wait_until="domcontentloaded")
             try:
                 expect(page.get_by_text("Score your data").first).to_be_visible(timeout=WAIT_MS)
                 upload = page.locator("input[type=file]")

@@ -153,6 +153,21 @@ def test_data_folder_fence(env):
         launcher.check_data_dir(root / "tiny", roots=[])
 
 
+def test_find_data_folders_two_levels_down(env):
+    from bt_core.serving.data_roots import find_data_folders
+
+    root = env / "dataroot"
+    make_folder(root / "group" / "nested", n_per_class=1)
+    make_folder(root / "healthy", n_per_class=1, classes=("no",))
+    make_folder(root / ".hidden", n_per_class=1)
+    make_folder(root / "a" / "b" / "too_deep", n_per_class=1)
+    (root / "empty").mkdir()
+    both = [str((root / d).resolve()) for d in ("tiny", "group/nested")]
+    assert find_data_folders([str(root)]) == both
+    assert find_data_folders([str(root)], both=False) == [str((root / "healthy").resolve()), both[0], both[1]]
+    assert find_data_folders([str(env / "missing")]) == []
+
+
 def test_argv_is_a_list_never_a_shell_string(env):
     odd = env / "dataroot" / "my data; rm -rf ~ $(reboot)"
     make_folder(odd, n_per_class=1)

@@ -46,3 +46,19 @@ def check_data_dir(path, roots=None, both: bool = True) -> Path:
             if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in os.scandir(sub)):
                 raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
     return real
+
+
+def find_data_folders(roots, both: bool = True, limit: int = 500) -> list[str]:
+    """The roots and their sub-folders, two levels down, that pass :func:`check_data_dir` (resolved,
+    in order, without repeats); at most ``limit`` candidates per root are checked."""
+    found = []
+    for root in map(Path, roots):
+        try:
+            level1 = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+            cands = [root, *level1, *sorted(e for d in level1 for e in d.iterdir() if e.is_dir())]
+        except OSError:
+            continue
+        for cand in cands[:limit]:
+            with suppress(ConfigError):
+                found.append(str(check_data_dir(cand, roots, both=both)))
+    return list(dict.fromkeys(found))
