@@ -219,7 +219,7 @@ def cmd_evaluate(args) -> int:
     from bt_core.evaluation import scoring
     from bt_core.serving.inference import Predictor
 
-    pred = Predictor(args.model or default_run())
+    pred = Predictor(args.model or default_run(), lazy=True)
     ds = sources.load_sources(sources.specs_from(args.data), classes=args.classes)
     several = len(ds.source_names) > 1
     rep = scoring.score_predictor(pred, ds.images, ds.labels, ds.paths, args.threshold,
@@ -261,7 +261,7 @@ def cmd_predict(args) -> int:
     results = []
     if loaded:  # keras is imported only when there is something to score
         from bt_core.serving.inference import Predictor
-        pred = Predictor(args.model or default_run())
+        pred = Predictor(args.model or default_run(), lazy=not args.gradcam)
         for img, ans in zip(loaded, pred.answer([i.pixels for i in loaded], [i.name for i in loaded], args.threshold)):
             ans.notes = list(img.notes)
             results.append(ans.to_dict())
@@ -390,6 +390,9 @@ def main(argv=None) -> int:
     # a cancelled job unwinds normally, so atomic writes remove their temporary files
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.command in ("train", "cv", "loso", "reproduce", "calibrate"):
+            from bt_core.quiet import import_keras
+            import_keras()  # these need Keras: import it now, without the backend's start-up notices
         if args.command in ("train", "cv"):
             return cmd_train(args, args.command)
         if args.command == "loso":
@@ -399,8 +402,14 @@ def main(argv=None) -> int:
             return reproduce_main(args)
         if args.command == "calibrate":
             from bt_core.evaluation.posthoc import calibrate
-            print(json.dumps(calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile,
-                                       loso_run=args.loso, abstain_target=args.abstain_target), default=float, indent=1))
+            out = calibrate(args.run, args.data, args.target_sensitivity, args.ood_quantile,
+                            loso_run=args.loso, abstain_target=args.abstain_target)
+            from bt_core.serving import lite
+            try:  # the fast first answer; without it the app answers with Keras
+                out["lite"] = lite.export(args.run)
+            except BTError as err:
+                print(f"note: no LiteRT export ({err})", file=sys.stderr)
+            print(json.dumps(out, default=float, indent=1))
             return 0
         if args.command == "sweep":
             return cmd_sweep(args)

@@ -183,7 +183,9 @@ def check_model_file(run: str | os.PathLike, root=None) -> Path:
 
 def load_model(run: str | os.PathLike, root=None):
     """The run's Keras model, loaded with ``safe_mode=True``."""
-    import keras
+    from bt_core.quiet import import_keras
+
+    keras = import_keras()  # the first import in a process: without the backend's start-up notices
 
     from bt_core.models import networks, patch  # noqa: F401  (register custom layers)
 

@@ -37,7 +37,11 @@ def test_both_models_answer_and_explain_an_example(predictors):
     from PIL import Image
 
     img = np.asarray(Image.open(sorted((ROOT.parent / "examples").glob("*.png"))[0]).convert("L"))
+    from bt_core.serving import lite
+
     for pred in predictors.values():
+        if lite.interpreter_class() is not None:  # the shipped LiteRT export is current (tools/export_lite.py)
+            assert pred.engine == "litert", f"{pred.record['id']}: rerun tools/export_lite.py"
         ans = pred.answer([img])[0]
         assert 0 <= ans.prob <= 1
         heat = pred.explain([img])[0]

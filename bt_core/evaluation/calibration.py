@@ -26,8 +26,6 @@ Defaults: ``n_bins = 15`` for ECE, ``n_bins = 10`` for the reliability curve.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit, logit
 
 from bt_core.errors import ConfigError, DataError
 from bt_core.evaluation.metrics import check_binary
@@ -82,7 +80,16 @@ def reliability_curve(y_true, prob, n_bins: int = 10) -> dict:
 
 
 def _to_logits(values: np.ndarray, from_logits: bool) -> np.ndarray:
-    return values if from_logits else logit(np.clip(values, EPS, 1.0 - EPS))
+    # numpy, not scipy.special: answering an image then imports no scipy (a fresh process answers
+    # while Keras, which imports scipy, loads in another thread)
+    if from_logits:
+        return values
+    p = np.clip(values, EPS, 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
@@ -98,6 +105,8 @@ def fit_temperature(y_true, prob_or_logit, from_logits: bool = False) -> float:
     Pass ``from_logits=True`` when giving the model's logits rather than probabilities.
     """
     y, z = check_binary(y_true, prob_or_logit, unit=not from_logits, name="prob_or_logit")
+    from scipy.optimize import minimize_scalar
+
     z = _to_logits(z, from_logits)
     res = minimize_scalar(lambda t: _nll(z, y, t), bounds=T_BOUNDS, method="bounded",
                           options={"xatol": 1e-6})
@@ -117,4 +126,4 @@ def apply_temperature(prob, T: float, from_logits: bool = False) -> np.ndarray:
         raise DataError("prob contains NaN or infinite values.")
     if not from_logits and (values.min(initial=0.0) < 0.0 or values.max(initial=1.0) > 1.0):
         raise DataError("prob must be probabilities in [0, 1].")
-    return expit(_to_logits(values, from_logits) / T)
+    return _sigmoid(_to_logits(values, from_logits) / T)

@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
-from sklearn.decomposition import PCA
 
 DEFAULT_LAYER = {"transfer": "pool", "compact_cnn": "fc", "paper_cnn": "fc", "patch": "backbone"}
 OOD_FILE = "ood.npz"
@@ -31,6 +29,9 @@ class OODDetector:
         self.n_components, self.threshold = n_components, float(threshold)
 
     def fit(self, features: np.ndarray, labels: np.ndarray | None = None) -> "OODDetector":
+        from sklearn.covariance import LedoitWolf  # here, not at import: answering needs no scikit-learn
+        from sklearn.decomposition import PCA
+
         f = np.asarray(features, np.float64)
         labels = np.zeros(len(f), int) if labels is None else np.asarray(labels)
         self.center = f.mean(0)

@@ -93,12 +93,20 @@ class Answer:
 class Predictor:
     """A loaded run, ready to answer."""
 
-    def __init__(self, run, root=None, background: bool = True, warm_up: str | None = None):
-        """Reads the run's record now and loads its model (and out-of-distribution check) in a background
-        thread, so several predictors load at once and a caller can go on (e.g. draw a page); the first
-        use of ``model``, ``ood`` or ``ood_stats`` waits for it and raises its ModelError. A file that is
+    def __init__(self, run, root=None, background: bool = True, warm_up: str | None = None,
+                 engine: str = "auto", lazy: bool = False):
+        """Reads the run's record and its out-of-distribution and plane checks now, and loads its Keras
+        model in a background thread, so several predictors load at once and a caller can go on (e.g.
+        draw a page); the first use of ``model`` waits for it and raises its ModelError. A file that is
         not a Keras archive raises ModelError here. ``warm_up="answer"`` or ``"explain"`` also runs one
-        blank image through that path in the thread (traces its graph before the first real image)."""
+        blank image through that path in the thread (traces its graph before the first real image).
+
+        ``engine="auto"`` answers with the run's LiteRT export (:mod:`bt_core.serving.lite`) when it is
+        there and current, without waiting for Keras (heatmaps still use the Keras model);
+        ``engine="keras"`` always uses Keras. ``lazy=True`` loads the Keras model only when something
+        needs it (a heatmap, or answers without a LiteRT export) instead of at once."""
+        if engine not in ("auto", "keras"):
+            raise ValueError(f"engine must be 'auto' or 'keras', not {engine!r}")
         self.record = runs.load_run(run, root)
         runs.check_model_file(self.record["dir"])
         self.config = TrainConfig.from_dict(self.record.get("config", {}))
@@ -106,29 +114,48 @@ class Predictor:
         cal = self.record.get("calibration") or {}
         self.temperature = float(cal.get("temperature", 1.0))
         self.threshold = float((self.record.get("operating_point") or {}).get("threshold", 0.5))
+        self.__dict__.update(self._load_checks())
+        self._lite = None
+        if engine == "auto":
+            from bt_core.serving import lite
+            self._lite = lite.for_run(self.record)
+        self.engine = "litert" if self._lite is not None else "keras"
+        if self.temperature != 1.0:  # imported here, not in a first answer that may race Keras' imports
+            from bt_core.evaluation import calibration  # noqa: F401
         self._loading = _Background(lambda: self._load(warm_up))
-        if background:
-            self._loading.start()
-        else:
+        if not background:
             self.__dict__.update(self._loading.result())
+        elif not (lazy and self._lite is not None):
+            self._loading.start()
+
+    def _load_checks(self) -> dict:
+        """The out-of-distribution detectors and the plane detector (small arrays, no Keras)."""
+        out = {"ood": None, "ood_stats": None, "plane_detector": None}
+        if not self.record.get("ood"):
+            return out
+        from bt_core.evaluation import ood
+        try:
+            out["ood"] = ood.OODDetector.load(self.record["dir"])
+            out["ood_stats"] = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
+                                if self.record["ood"].get("stats_file") else None)
+            if (self.record.get("plane") or {}).get("layer") == self.record["ood"]["layer"]:
+                from bt_core.evaluation.plane import PlaneDetector
+                out["plane_detector"] = PlaneDetector.load(self.record["dir"], self.record["plane"]["file"])
+        except (OSError, KeyError, ValueError):
+            out = {"ood": None, "ood_stats": None, "plane_detector": None}  # answers then carry no flag
+        return out
 
     def _load(self, warm_up: str | None) -> dict:
-        """-> the attributes that need the model (run in the loading thread, published on first use)."""
-        out = {"model": runs.load_model(self.record["dir"]), "ood": None, "ood_stats": None}
-        if self.record.get("ood"):
+        """-> the attributes that need the Keras model (run in the loading thread, published on first use)."""
+        out = {"model": runs.load_model(self.record["dir"])}
+        if self.__dict__.get("ood") is not None:
             from bt_core.evaluation import ood
-            try:
-                detector = ood.OODDetector.load(self.record["dir"])
-                # one forward pass gives the probability and the features the check needs
-                out["_prob_and_features"] = ood.feature_model(out["model"], self.record["ood"]["layer"], with_output=True)
-                out["ood_stats"] = (ood.OODDetector.load(self.record["dir"], self.record["ood"]["stats_file"])
-                                    if self.record["ood"].get("stats_file") else None)
-                out["ood"] = detector
-                if (self.record.get("plane") or {}).get("layer") == self.record["ood"]["layer"]:
-                    from bt_core.evaluation.plane import PlaneDetector
-                    out["plane_detector"] = PlaneDetector.load(self.record["dir"], self.record["plane"]["file"])
-            except (OSError, KeyError, ValueError):
-                out["ood"] = out["ood_stats"] = None  # the answer then carries no out-of-distribution flag
+            try:  # one forward pass gives the probability and the features the check needs
+                out["_prob_and_features"] = ood.feature_model(out["model"], self.record["ood"]["layer"],
+                                                              with_output=True)
+            except (KeyError, ValueError):  # the record names a layer the model lacks: no flag, as above
+                if self._lite is None:
+                    self.ood = self.ood_stats = self.plane_detector = None
         if warm_up:
             ready = copy.copy(self)
             ready.__dict__.update(out, _loading=None)  # never waits on this very thread
@@ -139,6 +166,10 @@ class Predictor:
             except Exception:  # noqa: BLE001 - a warm-up is only a head start; real calls report errors
                 pass
         return out
+
+    def preload(self) -> None:
+        """Start loading the Keras model in the background now (a no-op once started)."""
+        self._loading.start()
 
     def __getattr__(self, name):
         """Attributes the loading thread makes: wait for it (once), then they are plain attributes."""
@@ -174,10 +205,15 @@ class Predictor:
         return prob
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
+        if self._lite is not None:
+            return self._calibrated(self._lite(x)[0])
         return self._calibrated(self._run(self.model, x))
 
     def answer(self, pixels_list, names=None, threshold: float | None = None) -> list[Answer]:
         names, thr, resized, x = self._prepare(pixels_list, names, threshold)
+        if self._lite is not None:  # no wait for Keras
+            raw, feats = self._lite(x)
+            return self._answers(names, thr, resized, raw, feats if self.ood is not None else None)
         if self.ood is None:
             return self._answers(names, thr, resized, self._run(self.model, x), None)
         raw, feats = self._run(self._prob_and_features, x)
@@ -214,7 +250,7 @@ class Predictor:
         """Name the plane, and refuse where the run's rules say the model has not earned an answer:
         a plane it never saw a tumour in (:mod:`bt_core.evaluation.plane`), or a probability inside
         its abstention band (:mod:`bt_core.evaluation.abstain`, fitted on unseen sources)."""
-        plane_det = self.__dict__.get("plane_detector") if self.ood is not None else None
+        plane_det = self.plane_detector if self.ood is not None else None
         planes = plane_det.predict(np.asarray(feats, np.float64)) if plane_det is not None and feats is not None else None
         band = self.record.get("abstain")
         from bt_core.evaluation.plane import PLANE_NAMES
