@@ -3,6 +3,10 @@
 On for a local ``streamlit run``; off on Streamlit Community Cloud or a public server address unless an operator
 turns it on; ``BT_ENABLE_TRAINING=1|0`` or the secret ``enable_training`` decides first
 (:func:`bt_core.serving.launcher.training_switch`).
+The data is one or more labelled sources (``yes/`` and/or ``no/``; together both classes): folders
+found under ``BT_DATA_ROOTS`` (the first is chosen), other folders typed one a line, and/or a TOML
+sources file, each checked before anything runs; "Show the command" shows the ``python -m bt_core``
+command (a ``--data`` per folder) without starting it.
 One job at a time runs in the background; its progress refreshes every 2 seconds; a finished job's
 run lands in the runs registry, hence on the explorer and ROC pages.
 """
@@ -93,7 +97,15 @@ def _form(folders: list[str]) -> None:
                "as the shipped ones were: `python -m bt_core calibrate RUN --target-sensitivity 0.98 "
                "--ood-quantile 0.96`.")
     with st.form("train_form"):  # every widget's value is read back from st.session_state[FORM_KEYS[...]]
-        data = st.selectbox("Data folder (holds no/ and yes/)", folders, key="train_data")
+        st.multiselect("Data folders: one labelled source each (yes/ and/or no/)", folders, default=folders[:1],
+                       key="train_data", help="Several folders train on several sources (`--data A --data B`); "
+                       "together they need both classes.")
+        c1, c2 = st.columns(2)
+        c1.text_area("Other data folders, one a line", key="train_data_other", height=68,
+                     help="Labelled folders under the allowed data roots (`BT_DATA_ROOTS`) not listed above.")
+        c2.text_input("Sources file (optional)", key="train_sources", placeholder="a TOML file of [[source]] tables",
+                      help="`--sources FILE`: `[[source]]` tables with a `path` (relative to the file) and optional "
+                      "`name` and `family`; the file lies under the allowed data roots.")
         c1, c2 = st.columns(2)
         c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP.get(m, m)}", key="train_model")
         c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
@@ -127,18 +139,43 @@ def _form(folders: list[str]) -> None:
                             *launcher.RANGES["degrade_copies"], key="train_degrade",
                             help="Simulated other scanners; each copy is one more image to train on.")
             c2.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
-        submitted = st.form_submit_button("Start training", type="primary", key="train_start")
-    if submitted:
-        spec = launcher.JobSpec(data_dir=data or "", **{field: st.session_state[key] for field, key in FORM_KEYS.items()})
-        try:
-            job = launcher.start(spec)
-        except launcher.BusyError as err:
-            st.warning(str(err))
-        except BTError as err:
-            st.error(str(err))
-        else:
-            st.success(f"Started job {job.id}. When it finishes, its run appears in the runs registry, "
-                       "so on the explorer and ROC pages.")
+        c1, c2 = st.columns(2)
+        preview = c1.form_submit_button("Show the command", key="train_preview", width="stretch")
+        submitted = c2.form_submit_button("Start training", type="primary", key="train_start", width="stretch")
+    if preview or submitted:
+        _submit(start=submitted)
+
+
+def _chosen_folders() -> list[str]:
+    """The folders picked from the list, then those typed one a line, without repeats."""
+    typed = [line.strip() for line in str(st.session_state.get("train_data_other") or "").splitlines()]
+    return list(dict.fromkeys([*(st.session_state.get("train_data") or []), *filter(None, typed)]))
+
+
+def _submit(start: bool) -> None:
+    """Check the form, show the command it runs and, with ``start``, start it; a bad value is one error line."""
+    spec = launcher.JobSpec(data_dirs=tuple(_chosen_folders()),
+                            sources_file=str(st.session_state.get("train_sources") or "").strip(),
+                            **{field: st.session_state[key] for field, key in FORM_KEYS.items()})
+    try:
+        command = spec.command()
+    except BTError as err:
+        st.error(str(err))
+        return
+    st.caption("The command" + (" the job runs" if start else " it will run")
+               + " (the app adds `--progress-file` and `--out`):")
+    st.code(command, language="bash", wrap_lines=True)
+    if not start:
+        return
+    try:
+        job = launcher.start(spec)
+    except launcher.BusyError as err:
+        st.warning(str(err))
+    except BTError as err:
+        st.error(str(err))
+    else:
+        st.success(f"Started job {job.id}. When it finishes, its run appears in the runs registry, "
+                   "so on the explorer and ROC pages.")
 
 
 @st.fragment(run_every=2)
@@ -152,7 +189,7 @@ def _live(job_id: str, device: str) -> None:
         st.rerun()  # the whole page: the job moves to the list below
     spec = job.get("spec") or {}
     st.subheader(f"Running: {job_id}")
-    st.caption(f"{spec.get('model')} · {spec.get('mode')} · split {spec.get('split')} · {spec.get('data_dir')} · "
+    st.caption(f"{spec.get('model')} · {spec.get('mode')} · split {spec.get('split')} · {launcher.data_label(spec)} · "
                f"started {_when(job.get('started'))} · {device}")
     folds = p["folds"]
     if folds:
@@ -184,7 +221,7 @@ def _past(jobs: list[dict]) -> None:
         spec = j.get("spec") or {}
         with st.expander(f"{j['id']}: {j['status']}", icon=ICONS.get(j["status"])):
             st.caption(f"{spec.get('model')} · {spec.get('mode')} · {spec.get('epochs')} epochs · split "
-                       f"{spec.get('split')} · {spec.get('data_dir')} · started {_when(j.get('started'))}, "
+                       f"{spec.get('split')} · {launcher.data_label(spec)} · started {_when(j.get('started'))}, "
                        f"ended {_when(j.get('finished'))}")
             if j["status"] == "finished":
                 st.success(f"Run {j.get('run_id')} is in the runs registry: open it on the explorer and ROC pages.")
@@ -203,16 +240,16 @@ def main() -> None:
                 "with the environment variable `BT_ENABLE_TRAINING=1`, or with `enable_training = true` in "
                 "`.streamlit/secrets.toml` (on Streamlit Community Cloud: the app's Secrets). Data folders must "
                 "lie under `BT_DATA_ROOTS` (default `../shared/data`). Without it, train from the command line: "
-                "`python -m bt_core cv --data DIR`.")
+                "`python -m bt_core cv --data DIR` (repeat `--data` for several sources, or `--sources FILE`).")
         return
     dev = _device()
     st.caption(f"Jobs run on **{dev['device']}** with the Keras **{dev['backend']}** backend"
                + (f" ({dev['note']})" if dev["note"] else "") + f". One job at a time. Training is {why}; "
                "`BT_ENABLE_TRAINING=0` switches it off.")
-    folders = common.data_folders(both=True)[1]
+    folders = common.data_folders(both=False)[1]
     if not folders:
-        st.warning("No data folder with no/ and yes/ sub-folders is allowed. The operator sets the allowed roots "
-                   "with `BT_DATA_ROOTS` (folders separated by `:`).")
+        st.warning("No labelled data folder (with yes/ and/or no/ sub-folders) is allowed. The operator sets the "
+                   "allowed roots with `BT_DATA_ROOTS` (folders separated by `:`).")
     _form(folders)
     jobs = _jobs()
     running = next((j for j in jobs if j["status"] == "running"), None)

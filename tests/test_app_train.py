@@ -1,7 +1,10 @@
 """The training page (pages/train.py), headless with streamlit.testing: off by default; when enabled,
 the form starts a job (the fake trainer, through launcher.CHILD_PROGRAM), shows its progress, refuses a
-second start while it runs, cancels it, and lists past jobs (a failed one with its log)."""
+second start while it runs, cancels it, and lists past jobs (a failed one with its log). Several data
+folders (picked, typed, or in a sources file) become a --data option each, shown before the start; a
+bad folder is one error line and starts nothing."""
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,7 +68,8 @@ def test_a_secret_enables_it(env, monkeypatch):
     monkeypatch.setenv("HOSTNAME", "streamlit")  # even on Community Cloud
     at = page({"enable_training": True})
     assert not at.exception and at.button(key="train_start")
-    assert at.selectbox(key="train_data").options == [str((env / "dataroot" / "tiny").resolve())]
+    tiny = str((env / "dataroot" / "tiny").resolve())
+    assert at.multiselect(key="train_data").options == [tiny] and at.multiselect(key="train_data").value == [tiny]
 
 
 def test_start_progress_busy_cancel(env, monkeypatch):
@@ -159,3 +163,86 @@ def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch
     at.button(key="train_start").click().run()
     assert not at.exception and any("transfer model only" in e.value for e in at.error)
     assert launcher.list_jobs() == []
+
+
+def data_options(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--data"]
+
+
+@pytest.fixture
+def sources(env):
+    """Two more labelled sources beside tiny/: healthy/ (no/ only) and tumours/ (yes/ only)."""
+    make_folder(env / "dataroot" / "healthy", n_per_class=2, classes=("no",))
+    make_folder(env / "dataroot" / "tumours", n_per_class=2, classes=("yes",))
+    return {name: str((env / "dataroot" / name).resolve()) for name in ("tiny", "healthy", "tumours")}
+
+
+def test_two_sources_give_two_data_options_shown_before_the_start(env, sources, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    at = page()
+    assert set(at.multiselect(key="train_data").options) == set(sources.values())  # one class alone is a source
+    at.multiselect(key="train_data").set_value([sources["healthy"]])
+    at.text_area(key="train_data_other").set_value(f"\n  {sources['tumours']}  \n{sources['healthy']}\n")
+    at.button(key="train_preview").click().run()
+    assert not at.exception and not at.error, texts(at)
+    (command,) = [c.value for c in at.code]
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "bt_core", "cv"] and "--progress-file" not in argv
+    assert data_options(argv) == [sources["healthy"], sources["tumours"]]  # picked, then typed; no repeat
+    assert launcher.list_jobs() == []  # showing the command starts nothing
+    at.button(key="train_start").click().run()
+    assert not at.exception and "Started job" in at.success[0].value
+    job = launcher.running_job()
+    assert data_options(job["argv"]) == [sources["healthy"], sources["tumours"]]
+    assert shlex.split(at.code[0].value)[4:] == job["argv"][job["argv"].index("cv") + 1:][:len(argv) - 4]
+    assert "healthy, tumours" in texts(at)  # the running job names its sources
+
+
+def test_a_sources_file_becomes_the_sources_option(env, sources, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    toml = env / "dataroot" / "two.toml"
+    toml.write_text('[[source]]\npath = "healthy"\n\n[[source]]\npath = "tumours"\nfamily = "t"\n')
+    at = page()
+    at.multiselect(key="train_data").set_value([])
+    at.text_input(key="train_sources").set_value(str(toml))
+    at.button(key="train_preview").click().run()
+    assert not at.exception and not at.error, texts(at)
+    argv = shlex.split(at.code[0].value)
+    assert argv[argv.index("--sources") + 1] == str(toml.resolve()) and data_options(argv) == []
+
+
+@pytest.mark.parametrize("typed, words", [
+    ("nowhere", "data folder not found"),
+    ("not_data", "needs the class folders no/ or yes/"),
+    ("../outside", "not inside an allowed data root"),
+])
+def test_a_bad_folder_among_several_is_one_error_line_and_starts_nothing(env, sources, monkeypatch, typed, words):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    make_folder(env / "outside", n_per_class=1)
+    at = page()
+    at.multiselect(key="train_data").set_value([sources["tiny"], sources["healthy"]])
+    at.text_area(key="train_data_other").set_value(str(env / "dataroot" / typed))
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.code and not at.success
+    (error,) = [e.value for e in at.error]
+    assert words in error and "\n" not in error
+    assert launcher.list_jobs() == []
+
+
+def test_sources_without_a_class_or_with_a_bad_sources_file_are_refused(env, sources, monkeypatch):
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    (env / "dataroot" / "bad.toml").write_text("[[source]\npath = ")
+    cases = [([sources["healthy"]], "", "no source has a yes/ folder"),
+             ([], str(env / "dataroot" / "bad.toml"), "not valid TOML"),
+             ([], str(env / "elsewhere.toml"), "sources file not found"),
+             ([], "", "no data chosen")]
+    for picked, file, words in cases:
+        at = page()
+        at.multiselect(key="train_data").set_value(picked)
+        at.text_input(key="train_sources").set_value(file)
+        at.button(key="train_preview").click().run()
+        assert not at.exception and not at.code
+        (error,) = [e.value for e in at.error]
+        assert words in error and "\n" not in error, (words, error)

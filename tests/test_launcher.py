@@ -6,10 +6,12 @@ documented hook ``launcher.CHILD_PROGRAM``, which starts in a blink and parses t
 import ast
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -203,6 +205,64 @@ def test_the_split_modules_names_are_importable_from_the_launcher():
     assert launcher.training_switch is switch.training_switch and launcher.recipes is jobspec.recipes
     for module in SPLIT_MODULES:
         assert len((Path(launcher.__file__).parent / f"{module}.py").read_text().splitlines()) < 300, module
+
+
+def test_several_sources_are_a_data_option_each_and_a_sources_file_passes_through(env):
+    root = env / "dataroot"
+    make_folder(root / "healthy", n_per_class=1, classes=("no",))
+    make_folder(root / "tumours", n_per_class=1, classes=("yes",))
+    (root / "two.toml").write_text('[[source]]\npath = "healthy"\n[[source]]\npath = "tumours"\n')
+    real = {n: str((root / n).resolve()) for n in ("tiny", "healthy", "tumours")}
+    job = launcher.JobSpec(data_dir=str(root / "tiny"), data_dirs=(str(root / "healthy"), str(root / "tiny"),
+                                                                   str(root / "tumours")))
+    argv = job.argv("/p/progress.jsonl", "/p/out")
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--data"] == [real["tiny"], real["healthy"], real["tumours"]]
+    assert (job.data_dir, job.data_dirs) == (real["tiny"], (real["healthy"], real["tumours"]))  # no repeat
+    assert job.argv("/p/progress.jsonl", "/p/out") == argv  # validating again changes nothing
+    assert shlex.split(job.command())[4:] == argv[4:argv.index("--progress-file")]
+    assert launcher.data_label(asdict(job)) == "tiny, healthy, tumours"
+    only_file = launcher.JobSpec(sources_file=str(root / "two.toml"))
+    argv = only_file.argv("/p/progress.jsonl", "/p/out")
+    assert "--data" not in argv and argv[argv.index("--sources") + 1] == str((root / "two.toml").resolve())
+    assert launcher.data_label(asdict(only_file)) == "two.toml"
+
+
+def test_several_sources_are_checked_one_line_each(env):
+    root, outside = env / "dataroot", env / "outside"
+    make_folder(root / "healthy", n_per_class=1, classes=("no",))
+    make_folder(root / "group" / "tiny", n_per_class=1)  # the same name as dataroot/tiny
+    (root / "out.toml").write_text(f'[[source]]\npath = "{outside / "evil"}"\n')
+    (root / "nopath.toml").write_text('[[source]]\nname = "x"\n')
+    (outside / "s.toml").write_text('[[source]]\npath = "evil"\n')
+    cases = [
+        (dict(data_dirs=(str(root / "healthy"),)), "no source has a yes/ folder"),
+        (dict(data_dirs=(str(root / "tiny"), str(root / "group" / "tiny"))), "two sources share a name: tiny"),
+        (dict(data_dirs=(str(root / "tiny"), str(outside / "evil"))), "not inside an allowed data root"),
+        (dict(sources_file=str(root / "out.toml")), "not inside an allowed data root"),
+        (dict(sources_file=str(root / "nopath.toml")), "each with a path"),
+        (dict(sources_file=str(outside / "s.toml")), "not a file inside an allowed data root"),
+        (dict(sources_file=str(root)), "not a file inside"),
+        (dict(data_dir=str(root / "tiny"), sources_file=str(root / "missing.toml")), "sources file not found"),
+        (dict(), "no data chosen"),
+    ]
+    for fields, words in cases:
+        with pytest.raises(ConfigError, match=words) as err:
+            launcher.JobSpec(**fields).validate()
+        assert "\n" not in str(err.value), fields
+
+
+@pytest.mark.timeout(300)
+def test_real_tiny_job_on_a_folder_and_a_sources_file(env):
+    """The real command line takes what the launcher builds for several sources."""
+    root = env / "dataroot"
+    make_folder(root / "ixi_like", n_per_class=6, classes=("no",))
+    (root / "more.toml").write_text('[[source]]\npath = "ixi_like"\nname = "ixi_like"\nfamily = "ixi"\n')
+    job = launcher.start(launcher.JobSpec(data_dir=str(root / "tiny"), sources_file=str(root / "more.toml"),
+                                          mode="train", epochs=1, image_size=48, batch_size=8))
+    rec = wait_for(lambda: (s := launcher.status(job.id))["status"] != "running" and s, 240, "the job to end")
+    assert rec["status"] == "finished", launcher.log_tail(job.id)
+    data = runs.load_run(env / "runs" / rec["run_id"])["data"]
+    assert [s["name"] for s in data["sources"]] == ["tiny", "ixi_like"]
 
 
 def test_device_info_without_importing_a_backend(tmp_path, monkeypatch):

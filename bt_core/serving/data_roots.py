@@ -3,13 +3,15 @@
 Data folders must lie in an allowed root: ``$BT_DATA_ROOTS`` (``os.pathsep``-separated; default
 ``../shared/data`` beside the repository). A folder is checked after resolving every symlink: no
 ``..`` or link out of the roots, class folders ``no/`` and ``yes/`` (both, or one for a source that
-has a single class), and no image linked to a file outside the roots.
+has a single class), and no image linked to a file outside the roots. A job's several sources
+(:func:`check_sources`: folders and/or a TOML sources file, itself inside a root) may each have one
+class, but together need both, and distinct names.
 """
 import os
 from contextlib import suppress
 from pathlib import Path
 
-from bt_core.errors import ConfigError
+from bt_core.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("no", "yes")
@@ -46,6 +48,47 @@ def check_data_dir(path, roots=None, both: bool = True) -> Path:
             if any(e.is_symlink() and not inside(Path(e.path).resolve()) for e in os.scandir(sub)):
                 raise ConfigError(f"class folder {sub} links to files outside the allowed data roots")
     return real
+
+
+def _check_file(path, roots: list[Path]) -> Path:
+    try:
+        real = Path(str(path).strip()).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        raise ConfigError(f"sources file not found: {path}") from None
+    if not real.is_file() or not any(r in real.parents for r in roots):
+        raise ConfigError(f"sources file {path} is not a file inside an allowed data root "
+                          f"({', '.join(map(str, roots))})")
+    return real
+
+
+def check_sources(folders=(), sources_file="", roots=None) -> tuple[list[Path], Path | None]:
+    """A job's labelled sources -> (the resolved folders, without repeats; the resolved sources file or None).
+
+    Each folder, and each one the sources file lists, passes :func:`check_data_dir` with one class
+    folder enough; together they hold both classes and no two share a name. ConfigError (one line)
+    otherwise, or when nothing is chosen."""
+    from bt_core.data import sources  # here, not above: the image decoders load only when a job is checked
+
+    roots = allowed_roots() if roots is None else [Path(r).resolve() for r in roots]
+    if not roots:
+        raise ConfigError("no data folder is allowed: the operator must set BT_DATA_ROOTS")
+    folders = [f for f in folders if str(f or "").strip()]
+    if not folders and not str(sources_file or "").strip():
+        raise ConfigError("no data chosen: choose a data folder (several for several sources) or a sources file")
+    real = list(dict.fromkeys(check_data_dir(f, roots, both=False) for f in folders))
+    file, listed = None, []
+    try:
+        if str(sources_file or "").strip():
+            file = _check_file(sources_file, roots)
+            listed = [check_data_dir(spec.path, roots, both=False) for spec in sources.read_sources_file(file)]
+        sources.specs_from([str(d) for d in real], str(file) if file else None)  # names must be unique
+    except DataError as err:
+        raise ConfigError(str(err).replace("\n", " ")) from None
+    for cls in CLASSES:
+        if not any((d / cls).is_dir() for d in (*real, *listed)):
+            raise ConfigError(f"no source has a {cls}/ folder: training needs both {CLASSES[0]}/ and "
+                              f"{CLASSES[1]}/ images (add a source with {cls}/)")
+    return real, file
 
 
 def find_data_folders(roots, both: bool = True, limit: int = 500) -> list[str]:

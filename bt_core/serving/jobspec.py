@@ -1,18 +1,23 @@
 """What a training job runs: :class:`JobSpec`, its checks and its argument list, and the form's recipes.
 
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
-seed 42) with the leak-free group split. :meth:`JobSpec.argv` is the child's argument list
-(``python -m bt_core cv|train ...``, for ``Popen``, never a shell string) after :meth:`JobSpec.validate`
-(choices, ranges, and the data folder through :mod:`bt_core.serving.data_roots`). :func:`recipes`
-are the form's starting points: the paper's CNN and the settings of each shipped run.
+seed 42) with the leak-free group split. The data is one or more labelled sources: ``data_dir`` and
+``data_dirs`` (a ``--data`` option each) and/or ``sources_file`` (``--sources``, a TOML file of
+``[[source]]`` tables). :meth:`JobSpec.argv` is the child's argument list (``python -m bt_core cv|train
+...``, for ``Popen``, never a shell string) after :meth:`JobSpec.validate` (choices, ranges, and the
+sources through :func:`bt_core.serving.data_roots.check_sources`); :meth:`JobSpec.command` is the same
+command to show. :func:`recipes` are the form's starting points: the paper's CNN and the settings of
+each shipped run.
 """
+import shlex
 import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from bt_core import runs
 from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS
 from bt_core.errors import BTError, ConfigError
-from bt_core.serving.data_roots import check_data_dir
+from bt_core.serving.data_roots import check_sources
 
 PROGRAM = (sys.executable, "-m", "bt_core")  # the argv prefix; the launcher passes its CHILD_PROGRAM
 CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
@@ -23,12 +28,13 @@ RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image
 LR_RANGE = (1e-6, 0.1)
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
 PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
+DATA_FIELDS = ("data_dir", "data_dirs", "sources_file")
 
 
 @dataclass
 class JobSpec:
     """What to train (defaults: see the module docstring)."""
-    data_dir: str = ""
+    data_dir: str = ""  # a labelled source (after validate(): the first folder, resolved)
     model: str = "compact_cnn"
     backbone: str = "efficientnet_lite0"
     epochs: int = 30
@@ -45,9 +51,15 @@ class JobSpec:
     pooling: str = "avg"  # transfer only
     mirror: bool = False  # transfer only
     degrade_copies: int = 0  # K degraded copies of each training image (bt_core.data.degrade)
+    data_dirs: tuple[str, ...] = ()  # more sources (after validate(): the other folders, resolved)
+    sources_file: str = ""  # a TOML file of [[source]] tables (after validate(): resolved)
+
+    def folders(self) -> list[str]:
+        """The source folders given, in order: ``data_dir``, then ``data_dirs``."""
+        return [str(d) for d in (self.data_dir, *self.data_dirs) if str(d or "").strip()]
 
     def validate(self, roots=None) -> "JobSpec":
-        """Check choices and ranges (ConfigError, one line); ``data_dir`` becomes the resolved folder."""
+        """Check choices, ranges and sources (ConfigError, one line); the data fields become resolved paths."""
         for name, ok in CHOICES.items():
             if getattr(self, name) not in ok:
                 raise ConfigError(f"{name} must be one of {', '.join(map(str, ok))}, got {getattr(self, name)!r}")
@@ -62,28 +74,45 @@ class JobSpec:
             changed = [k for k, default in TRANSFER_ONLY.items() if getattr(self, k) != default]
             if changed:
                 raise ConfigError(f"{' and '.join(changed)} apply to the transfer model only")
-        self.data_dir = str(check_data_dir(self.data_dir, roots))
+        real, file = check_sources(self.folders(), self.sources_file, roots)
+        self.data_dir, self.data_dirs = (str(real[0]) if real else ""), tuple(map(str, real[1:]))
+        self.sources_file = str(file) if file else ""
         return self
+
+    def _flags(self, extra: dict) -> list[str]:
+        data = [a for d in self.folders() for a in ("--data", d)]
+        data += ["--sources", self.sources_file] if self.sources_file else []
+        opts = {"model": self.model, "backbone": self.backbone, "split": self.split,
+                **{k: getattr(self, k) for k in RANGES}, "lr": repr(float(self.lr)), "preprocess": self.preprocess,
+                **({"pooling": self.pooling} if self.model == "transfer" else {}), **extra}
+        flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        return [*data, *flags, *[f"--{k}" for k in ("augment", "mirror") if getattr(self, k)]]
 
     def argv(self, progress_file, out, roots=None, program=PROGRAM) -> list[str]:
         """The child's argument list, after :meth:`validate` (for Popen; never a shell string)."""
         self.validate(roots)
-        opts = {"data": self.data_dir, "model": self.model, "backbone": self.backbone, "split": self.split,
-                **{k: getattr(self, k) for k in RANGES}, "lr": repr(float(self.lr)), "preprocess": self.preprocess,
-                **({"pooling": self.pooling} if self.model == "transfer" else {}),
-                "progress-file": progress_file, "out": out}
-        flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-        switches = [f"--{k}" for k in ("augment", "mirror") if getattr(self, k)]
-        return [*program, self.mode, *flags, *switches]
+        return [*program, self.mode, *self._flags({"progress-file": progress_file, "out": out})]
+
+    def command(self, roots=None) -> str:
+        """The command the job runs, to show (shell-quoted, after :meth:`validate`; without the
+        ``--progress-file`` and ``--out`` that the launcher adds)."""
+        self.validate(roots)
+        return shlex.join(["python", "-m", "bt_core", self.mode, *self._flags({})])
+
+
+def data_label(spec: dict) -> str:
+    """A job record's data, short: the names of its source folders and of its sources file."""
+    paths = [spec.get("data_dir"), *(spec.get("data_dirs") or ()), spec.get("sources_file")]
+    return ", ".join(Path(str(p)).name for p in paths if p) or "?"
 
 
 def recipes(root=None) -> dict[str, dict]:
-    """Starting points for the training form: name -> JobSpec fields (no data folder, no mode).
+    """Starting points for the training form: name -> JobSpec fields (no data, no mode).
 
     The paper's CNN, then one recipe per shipped run (``shipped.json``) with the settings it was
     trained with, read from its run.json, so that the app can retrain exactly what it serves.
     """
-    names = {f.name for f in fields(JobSpec)} - {"data_dir", "mode"}
+    names = {f.name for f in fields(JobSpec)} - {*DATA_FIELDS, "mode"}
     out = {PAPER_RECIPE: {**{k: v for k, v in asdict(JobSpec()).items() if k in names}, "model": "paper_cnn"}}
     for kind, folder in runs.shipped(root).items():
         try:
