@@ -65,8 +65,8 @@ def get_run(model: str, split: str, ds, args, out: Path):
         print(f"== reusing {found['id']}", flush=True)
         return found
     print(f"== {rid}", flush=True)
-    from bt_core.cli import _progress_printer
-    model_obj, record = training.run_protocol(cfg, ds, "cv", _progress_printer(None))
+    from bt_core.progress import progress_printer
+    model_obj, record = training.run_protocol(cfg, ds, "cv", progress_printer(None))
     runs.save_run(record, model_obj, out, run_id=rid)
     return runs.load_run(out / rid)
 
