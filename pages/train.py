@@ -6,7 +6,8 @@ turns it on; ``BT_ENABLE_TRAINING=1|0`` or the secret ``enable_training`` decide
 The data is one or more labelled sources (``yes/`` and/or ``no/``; together both classes): folders
 found under ``BT_DATA_ROOTS`` (the first is chosen), other folders typed one a line, and/or a TOML
 sources file, each checked before anything runs; "Show the command" shows the ``python -m bt_core``
-command (a ``--data`` per folder) without starting it.
+command (a ``--data`` per folder) without starting it. A recipe ("Start from") fills every option of a shipped
+run, those of the six-source runs (views, balance, the patch model's head) in their own expander.
 One job at a time runs in the background; its progress refreshes every 2 seconds; a finished job's
 run lands in the runs registry, hence on the explorer and ROC pages.
 """
@@ -22,7 +23,8 @@ from pages import common  # (importing it routes a first request straight to /tr
 ICONS = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:", "failed": ":material/error:",
          "cancelled": ":material/cancel:"}
 MODEL_HELP = {"compact_cnn": "compact CNN (fast)", "paper_cnn": "the paper's CNN",
-              "transfer": "transfer learning on an ImageNet backbone"}
+              "transfer": "transfer learning on an ImageNet backbone",
+              "patch": "patch model (Lite0 cells scored, tumour masks as a training signal)"}
 
 
 def _secrets() -> dict:
@@ -60,7 +62,9 @@ FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "tr
              "split": "train_split", "mode": "train_mode", "batch_size": "train_batch", "image_size": "train_size",
              "lr": "train_lr", "head_pool": "train_head_pool", "preprocess": "train_preprocess",
              "augment": "train_augment", "pooling": "train_pooling", "mirror": "train_mirror", "seed": "train_seed",
-             "degrade_copies": "train_degrade"}
+             "degrade_copies": "train_degrade", "views": "train_views", "balance": "train_balance",
+             "dense_units": "train_dense", "dropout": "train_dropout", "samples_per_epoch": "train_samples",
+             "mask_weight": "train_mask_weight", "freeze_backbone": "train_freeze", "head_depth": "train_head_depth"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -139,6 +143,21 @@ def _form(folders: list[str]) -> None:
                             *launcher.RANGES["degrade_copies"], key="train_degrade",
                             help="Simulated other scanners; each copy is one more image to train on.")
             c2.checkbox("Augment (flips, rotations, shifts, zoom, contrast)", key="train_augment")
+        with st.expander("Several sources and the patch model (the shipped six-source recipes)"):
+            c1, c2, c3, c4 = st.columns(4)
+            c1.number_input("Augmented views per training image", *launcher.RANGES["views"], key="train_views",
+                            help="`--views K`: K random views (rotations, flips, crops, gamma, bias field, ...).")
+            c2.selectbox("Balance", launcher.CHOICES["balance"], key="train_balance",
+                         format_func=lambda b: {"none": "none", "source": "each source family and class alike"}[b])
+            c3.number_input("Dense layer / patch head width", *launcher.RANGES["dense_units"], key="train_dense")
+            c4.number_input("Dropout", *launcher.FLOAT_RANGES["dropout"], step=0.05, key="train_dropout")
+            c1, c2, c3, c4 = st.columns(4)
+            c1.number_input("Patch: rows per epoch (0: all)", *launcher.RANGES["samples_per_epoch"], step=1000,
+                            key="train_samples")
+            c2.number_input("Patch: mask loss weight", *launcher.FLOAT_RANGES["mask_weight"], step=0.1,
+                            key="train_mask_weight")
+            c3.number_input("Patch: head context convolutions", *launcher.RANGES["head_depth"], key="train_head_depth")
+            c4.checkbox("Patch: train the head only", key="train_freeze", help="`--freeze-backbone`")
         c1, c2 = st.columns(2)
         preview = c1.form_submit_button("Show the command", key="train_preview", width="stretch")
         submitted = c2.form_submit_button("Start training", type="primary", key="train_start", width="stretch")

@@ -1,7 +1,8 @@
 """A stand-in for ``python -m bt_core cv|train`` in the launcher tests: no TensorFlow, starts in a blink.
 
 Run as ``python tests/fake_trainer.py --behave KIND <the launcher's argv after the program>``; it parses
-the same options as the real command (so a wrong argv fails here too) and writes the same progress
+the same options as the real command (so a wrong argv fails here too; ``--data`` repeated and/or
+``--sources``, and the options the launcher passes only when changed) and writes the same progress
 events. KIND: ok (saves a run without a model), sleep (runs until killed, leaves a half-written
 progress line), stubborn (also ignores SIGTERM), crash (one ``error:`` line, exit status 2),
 hang_in_save (stops half-way through ``runs.save_run``, inside its hidden temporary folder).
@@ -20,16 +21,25 @@ from bt_core import runs  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--behave", default="ok", choices=["ok", "sleep", "stubborn", "crash", "hang_in_save"])
 p.add_argument("mode", choices=["cv", "train"])
-for opt in ("--data", "--model", "--backbone", "--split", "--progress-file", "--out"):
+p.add_argument("--data", action="append", default=[])  # repeated for several sources
+p.add_argument("--sources")
+for opt in ("--model", "--backbone", "--split", "--progress-file", "--out"):
     p.add_argument(opt, required=True)
 for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed", "--head-pool", "--degrade-copies"):
     p.add_argument(opt, type=int, required=True)
 p.add_argument("--lr", type=float, required=True)
 p.add_argument("--preprocess", choices=["none", "percentile"], required=True)
 p.add_argument("--pooling", choices=["avg", "multiscale"])
-p.add_argument("--augment", action="store_true")
-p.add_argument("--mirror", action="store_true")
+for opt in ("--views", "--dense-units", "--samples-per-epoch", "--head-depth"):  # given only when changed
+    p.add_argument(opt, type=int)
+for opt in ("--dropout", "--mask-weight"):
+    p.add_argument(opt, type=float)
+p.add_argument("--balance", choices=["none", "source"])
+for opt in ("--augment", "--mirror", "--freeze-backbone"):
+    p.add_argument(opt, action="store_true")
 args = p.parse_args()
+if not args.data and not args.sources:
+    p.error("give --data FOLDER (repeated) and/or --sources FILE")
 
 
 def report(event: dict) -> None:
@@ -37,7 +47,8 @@ def report(event: dict) -> None:
         fh.write(json.dumps({"t": round(time.time(), 3), **event}) + "\n")
 
 
-print(f"fake trainer: {args.behave} {args.mode} on {args.data}", flush=True)
+where = ", ".join([*args.data, *filter(None, [args.sources])])
+print(f"fake trainer: {args.behave} {args.mode} on {where}", flush=True)
 report({"event": "stage", "stage": "fold 1/2", "fold": 1, "folds": args.folds})
 report({"event": "epoch", "stage": "fold 1", "epoch": 1, "epochs": args.epochs, "seconds": 0.1,
         "images_per_s": 123.0, "logs": {"loss": 0.69, "accuracy": 0.5}})

@@ -155,6 +155,49 @@ def test_a_recipe_fills_the_form_with_a_shipped_runs_settings(env, monkeypatch):
     assert at.selectbox(key="train_pooling").value == "avg" and at.number_input(key="train_size").value == 240
 
 
+def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch):
+    import json
+
+    from bt_core import runs
+
+    cfg = {"model": "patch", "epochs": 8, "lr": 3e-4, "seed": 1, "image_size": 128, "preprocess": "percentile",
+           "dropout": 0.3, "dense_units": 128, "views": 1, "balance": "source", "samples_per_epoch": 12000,
+           "mask_weight": 2.0, "freeze_backbone": True, "head_depth": 2}
+    runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-patch")
+    (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-patch"}))
+    monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
+    monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])
+    at = page()
+    assert any("six-source" in e.label for e in at.expander)
+    assert at.number_input(key="train_views").value == 0 and at.checkbox(key="train_freeze").value is False
+    (name,) = [o for o in at.selectbox(key="train_recipe").options if "shipped-patch" in o]
+    at.selectbox(key="train_recipe").set_value(name).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train_model").value == "patch" and at.selectbox(key="train_balance").value == "source"
+    assert [at.number_input(key=k).value for k in ("train_views", "train_dense", "train_samples", "train_head_depth")] == [
+        1, 128, 12000, 2]
+    assert at.number_input(key="train_dropout").value == pytest.approx(0.3)
+    assert at.number_input(key="train_mask_weight").value == pytest.approx(2.0) and at.checkbox(key="train_freeze").value
+    at.button(key="train_preview").click().run()
+    assert not at.exception and not at.error, texts(at)
+    command = at.code[0].value
+    for part in ("--model patch", "--views 1", "--balance source", "--dense-units 128", "--dropout 0.3",
+                 "--samples-per-epoch 12000", "--mask-weight 2.0", "--head-depth 2", "--freeze-backbone"):
+        assert part in command, (part, command)
+    at.button(key="train_start").click().run()
+    assert not at.exception and "Started job" in at.success[0].value
+    job = launcher.running_job()
+    assert (job["spec"]["views"], job["spec"]["freeze_backbone"]) == (1, True) and "--freeze-backbone" in job["argv"]
+    launcher.cancel(job["id"], grace=0.5)
+    at.selectbox(key="train_model").set_value("compact_cnn")  # patch options left on a CNN: one error line
+    at.button(key="train_preview").click().run()
+    (error,) = [e.value for e in at.error]
+    assert "apply to the patch model only" in error and "\n" not in error
+    at.selectbox(key="train_recipe").set_value(launcher.PAPER_RECIPE).run()
+    assert at.number_input(key="train_views").value == 0 and at.selectbox(key="train_balance").value == "none"
+    assert at.checkbox(key="train_freeze").value is False and at.number_input(key="train_head_depth").value == 0
+
+
 def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch):
     monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
     monkeypatch.setattr(launcher, "CHILD_PROGRAM", [sys.executable, FAKE, "--behave", "sleep"])

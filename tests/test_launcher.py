@@ -109,6 +109,14 @@ def test_allowed_roots(tmp_path):
     ({"lr": 0.5}, "learning rate"), ({"head_pool": 17}, "head pool"), ({"degrade_copies": 9}, "degrade copies"), ({"preprocess": "zscore"}, "preprocess"),
     ({"pooling": "max", "model": "transfer"}, "pooling"), ({"mirror": "yes", "model": "transfer"}, "mirror"),
     ({"pooling": "multiscale"}, "transfer model only"), ({"mirror": True, "model": "paper_cnn"}, "transfer model only"),
+    ({"views": 9}, "views"), ({"views": -1}, "views"), ({"balance": "family"}, "balance"), ({"dense_units": 0}, "dense units"),
+    ({"dropout": 1.0}, "dropout"), ({"dropout": "0.3"}, "dropout"), ({"dropout": float("nan")}, "dropout"),
+    ({"mask_weight": -1.0, "model": "patch", "image_size": 128}, "mask weight"),
+    ({"samples_per_epoch": -1, "model": "patch", "image_size": 128}, "samples per epoch"),
+    ({"head_depth": 5, "model": "patch", "image_size": 128}, "head depth"), ({"freeze_backbone": "yes"}, "freeze_backbone"),
+    ({"head_depth": 2}, "head depth apply to the patch model only"),
+    ({"freeze_backbone": True, "samples_per_epoch": 100, "model": "transfer"}, "samples per epoch and freeze backbone apply"),
+    ({"model": "patch", "image_size": 120}, "multiple of 16"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):
     with pytest.raises(ConfigError, match=words) as err:
@@ -180,6 +188,7 @@ def test_argv_is_a_list_never_a_shell_string(env):
     assert argv[argv.index("--progress-file") + 1] == "/p/progress.jsonl" and argv[argv.index("--out") + 1] == "/p/out"
     assert "--augment" in argv and argv[argv.index("--epochs") + 1] == "30"
     assert "--pooling" not in argv and "--mirror" not in argv  # transfer-only options, for a CNN
+    assert not {"--views", "--balance", "--dropout", "--dense-units", "--head-depth", "--freeze-backbone"} & set(argv)
     argv = launcher.JobSpec(data_dir=str(odd), model="transfer", pooling="multiscale", mirror=True, lr=3e-4,
                             preprocess="percentile", degrade_copies=2).argv("/p/progress.jsonl", "/p/out")
     assert argv[argv.index("--degrade-copies") + 1] == "2"
@@ -422,3 +431,36 @@ def test_recipes_are_the_paper_and_the_shipped_runs_settings(env):
     assert {k: got[name][k] for k in ("model", "preprocess", "pooling", "mirror")} == {
         "model": "transfer", "preprocess": "percentile", "pooling": "multiscale", "mirror": True}
     launcher.JobSpec(data_dir=str(env / "dataroot" / "tiny"), **got[name]).validate()  # a recipe is a valid spec
+
+
+def test_a_shipped_runs_recipe_trains_with_its_trainconfig(env, monkeypatch):
+    """Each shipped run's recipe -> command -> the real parser (build_parser) and the CLI's TrainConfig
+    (commands_train._config): equal to the run's recorded config in every field. None is left out: a
+    TrainConfig holds no data paths (only --data/--sources differ), and a recipe keeps the recorded epochs."""
+    from bt_core.cli.commands_train import _config
+    from bt_core.cli.parser import build_parser
+    from bt_core.config import TrainConfig
+
+    shipped_root = REPO / "trained_models"
+    root = env / "dataroot"
+    make_folder(root / "healthy", n_per_class=2, classes=("no",))
+    make_folder(root / "tumours", n_per_class=2, classes=("yes",))
+    (root / "one.toml").write_text('[[source]]\npath = "tumours"\nfamily = "t"\n')
+    got = launcher.recipes(shipped_root)
+    fake(monkeypatch, "ok")
+    for kind, folder in runs.shipped(shipped_root).items():
+        (name,) = [n for n in got if folder.name in n]
+        want = TrainConfig.from_dict(runs.load_run(folder)["config"])
+        job = launcher.JobSpec(data_dir=str(root / "tiny"), data_dirs=(str(root / "healthy"),),
+                               sources_file=str(root / "one.toml"), **got[name])
+        argv = shlex.split(job.command())
+        assert argv[:3] == ["python", "-m", "bt_core"]
+        cfg = _config(build_parser().parse_args(argv[3:]))
+        assert asdict(cfg) == asdict(want), kind
+        assert ("--freeze-backbone" in argv) is want.freeze_backbone  # a bare flag, never "--freeze-backbone True"
+        assert "True" not in argv and "False" not in argv
+        run = launcher.start(job)  # the fake trainer takes the same argv: repeated --data, --sources, every option
+        rec = wait_for(lambda: (s := launcher.status(run.id))["status"] != "running" and s, 30, "the fake job")
+        assert rec["status"] == "finished", rec.get("log_tail")
+    patch = [TrainConfig.from_dict(runs.load_run(f)["config"]) for f in runs.shipped(shipped_root).values()]
+    assert any(c.model == "patch" and c.views and c.balance == "source" for c in patch)  # the options at stake

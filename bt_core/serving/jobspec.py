@@ -1,13 +1,17 @@
 """What a training job runs: :class:`JobSpec`, its checks and its argument list, and the form's recipes.
 
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
-seed 42) with the leak-free group split. The data is one or more labelled sources: ``data_dir`` and
+seed 42) with the leak-free group split, and :class:`bt_core.config.TrainConfig`'s for the options of the
+six-source runs (``views``, ``balance``, ``dense_units``, ``dropout``, and the patch model's
+``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``), which reach the command line
+only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
+the others. The data is one or more labelled sources: ``data_dir`` and
 ``data_dirs`` (a ``--data`` option each) and/or ``sources_file`` (``--sources``, a TOML file of
 ``[[source]]`` tables). :meth:`JobSpec.argv` is the child's argument list (``python -m bt_core cv|train
 ...``, for ``Popen``, never a shell string) after :meth:`JobSpec.validate` (choices, ranges, and the
 sources through :func:`bt_core.serving.data_roots.check_sources`); :meth:`JobSpec.command` is the same
 command to show. :func:`recipes` are the form's starting points: the paper's CNN and the settings of
-each shipped run.
+each shipped run (the same TrainConfig as the run, apart from its data).
 """
 import shlex
 import sys
@@ -15,18 +19,27 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from bt_core import runs
-from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS
+from bt_core.config import (BACKBONES, BALANCE_CHOICES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES,
+                             SPLIT_KINDS, TrainConfig)
 from bt_core.errors import BTError, ConfigError
 from bt_core.serving.data_roots import check_sources
 
+_D = TrainConfig()  # the defaults of the options below that the command line shows only when changed
 PROGRAM = (sys.executable, "-m", "bt_core")  # the argv prefix; the launcher passes its CHILD_PROGRAM
 CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
            "augment": (False, True), "preprocess": PREPROCESS_CHOICES, "pooling": POOLING_CHOICES,
-           "mirror": (False, True)}
+           "mirror": (False, True), "balance": BALANCE_CHOICES, "freeze_backbone": (False, True)}
 RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31),
-          "head_pool": (0, 16), "degrade_copies": (0, 8)}
-LR_RANGE = (1e-6, 0.1)
+          "head_pool": (0, 16), "degrade_copies": (0, 8), "views": (0, 8), "dense_units": (1, 4096),
+          "samples_per_epoch": (0, 10**7), "head_depth": (0, 4)}
+FLOAT_RANGES = {"lr": (1e-6, 0.1), "mask_weight": (0.0, 100.0), "dropout": (0.0, 0.99)}  # TrainConfig: dropout < 1
+LR_RANGE = FLOAT_RANGES["lr"]
+ALWAYS = ("epochs", "folds", "batch_size", "image_size", "seed", "head_pool", "degrade_copies")  # always on the command
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
+PATCH_ONLY = {k: getattr(_D, k) for k in ("samples_per_epoch", "mask_weight", "freeze_backbone", "head_depth")}
+WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "balance", "dense_units", "dropout")} | PATCH_ONLY
+MODEL_ONLY = {"transfer": TRANSFER_ONLY, "patch": PATCH_ONLY}
+BARE = ("augment", "mirror", "freeze_backbone")  # store_true flags: a bare --flag when true
 PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
 DATA_FIELDS = ("data_dir", "data_dirs", "sources_file")
 
@@ -53,6 +66,14 @@ class JobSpec:
     degrade_copies: int = 0  # K degraded copies of each training image (bt_core.data.degrade)
     data_dirs: tuple[str, ...] = ()  # more sources (after validate(): the other folders, resolved)
     sources_file: str = ""  # a TOML file of [[source]] tables (after validate(): resolved)
+    views: int = _D.views  # K random augmented views of each training image (bt_core.data.augment)
+    balance: str = _D.balance  # "source": every (source family, class) pair weighs the same
+    dense_units: int = _D.dense_units  # the dense layer (CNN, transfer) or the patch head's width
+    dropout: float = _D.dropout
+    samples_per_epoch: int = _D.samples_per_epoch  # patch only: rows drawn per epoch (0: all)
+    mask_weight: float = _D.mask_weight  # patch only: weight of the per-cell loss on expert masks
+    freeze_backbone: bool = _D.freeze_backbone  # patch only: train the head alone
+    head_depth: int = _D.head_depth  # patch only: 3x3 context convolutions in the head
 
     def folders(self) -> list[str]:
         """The source folders given, in order: ``data_dir``, then ``data_dirs``."""
@@ -67,13 +88,17 @@ class JobSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a whole number from {lo} to {hi}, got {v!r}")
-        lo, hi = LR_RANGE
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not lo <= self.lr <= hi:
-            raise ConfigError(f"learning rate must be a number from {lo:g} to {hi:g}, got {self.lr!r}")
-        if self.model != "transfer":
-            changed = [k for k, default in TRANSFER_ONLY.items() if getattr(self, k) != default]
-            if changed:
-                raise ConfigError(f"{' and '.join(changed)} apply to the transfer model only")
+        for name, (lo, hi) in FLOAT_RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                label = "learning rate" if name == "lr" else name.replace("_", " ")
+                raise ConfigError(f"{label} must be a number from {lo:g} to {hi:g}, got {v!r}")
+        for model, defaults in MODEL_ONLY.items():
+            changed = [k.replace("_", " ") for k, d in defaults.items() if getattr(self, k) != d]
+            if changed and self.model != model:
+                raise ConfigError(f"{' and '.join(changed)} apply to the {model} model only")
+        if self.model == "patch" and self.image_size % 16:
+            raise ConfigError(f"the patch model needs an image size that is a multiple of 16, got {self.image_size}")
         real, file = check_sources(self.folders(), self.sources_file, roots)
         self.data_dir, self.data_dirs = (str(real[0]) if real else ""), tuple(map(str, real[1:]))
         self.sources_file = str(file) if file else ""
@@ -82,11 +107,13 @@ class JobSpec:
     def _flags(self, extra: dict) -> list[str]:
         data = [a for d in self.folders() for a in ("--data", d)]
         data += ["--sources", self.sources_file] if self.sources_file else []
+        changed = {k: getattr(self, k) for k, d in WHEN_CHANGED.items() if k not in BARE and getattr(self, k) != d}
         opts = {"model": self.model, "backbone": self.backbone, "split": self.split,
-                **{k: getattr(self, k) for k in RANGES}, "lr": repr(float(self.lr)), "preprocess": self.preprocess,
-                **({"pooling": self.pooling} if self.model == "transfer" else {}), **extra}
-        flags = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-        return [*data, *flags, *[f"--{k}" for k in ("augment", "mirror") if getattr(self, k)]]
+                **{k: getattr(self, k) for k in ALWAYS}, "lr": self.lr, "preprocess": self.preprocess,
+                **({"pooling": self.pooling} if self.model == "transfer" else {}), **changed, **extra}
+        text = {k: repr(float(v)) if k in FLOAT_RANGES else str(v) for k, v in opts.items()}
+        flags = [a for k, v in text.items() for a in (f"--{k.replace('_', '-')}", v)]
+        return [*data, *flags, *[f"--{k.replace('_', '-')}" for k in BARE if getattr(self, k)]]
 
     def argv(self, progress_file, out, roots=None, program=PROGRAM) -> list[str]:
         """The child's argument list, after :meth:`validate` (for Popen; never a shell string)."""

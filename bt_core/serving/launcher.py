@@ -32,13 +32,13 @@ from bt_core import runs
 from bt_core.errors import BTError, ConfigError
 from bt_core.serving.data_roots import (CLASSES, REPO, allowed_roots, check_data_dir, check_sources,
                                        find_data_folders)
-from bt_core.serving.jobspec import (CHOICES, LR_RANGE, PAPER_RECIPE, PROGRAM, RANGES, TRANSFER_ONLY, JobSpec,
-                                     data_label, recipes)
+from bt_core.serving.jobspec import (CHOICES, FLOAT_RANGES, LR_RANGE, PAPER_RECIPE, PATCH_ONLY, PROGRAM, RANGES,
+                                     TRANSFER_ONLY, JobSpec, data_label, recipes)
 from bt_core.serving.switch import LOCAL_ADDRESSES, device_info, enabled, on_community_cloud, training_switch
 
-__all__ = ["BusyError", "CHILD_PROGRAM", "CHOICES", "CLASSES", "FINAL", "Job", "JobSpec", "LOCAL_ADDRESSES",
-           "LR_RANGE", "PAPER_RECIPE", "RANGES", "REPO", "TRANSFER_ONLY", "allowed_roots", "cancel", "check_data_dir",
-           "check_sources", "data_label", "device_info", "enabled", "find_data_folders", "list_jobs", "log_tail",
+__all__ = ["BusyError", "CHILD_PROGRAM", "CHOICES", "CLASSES", "FINAL", "FLOAT_RANGES", "Job", "JobSpec",
+           "LOCAL_ADDRESSES", "LR_RANGE", "PAPER_RECIPE", "PATCH_ONLY", "RANGES", "REPO", "TRANSFER_ONLY",
+           "allowed_roots", "cancel", "check_data_dir", "check_sources", "data_label", "device_info", "enabled", "find_data_folders", "list_jobs", "log_tail",
            "on_community_cloud", "progress", "recipes", "running_job", "start", "status", "training_switch"]
 
 CHILD_PROGRAM = list(PROGRAM)  # read at each start(), so a test can point it at a fake trainer
