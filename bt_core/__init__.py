@@ -2,17 +2,22 @@
 
 Grouped by concept, as MONAI is:
 
-- ``bt_core.data``: decoding (``images``), whole scans as ordered slices (``series``), labelled folders and
-  their cache (``folders``), model input (``prepare``), splits (``splits``), degradations (``degrade``).
-- ``bt_core.models``: networks (``networks``), the offline backbone (``lite0``), fitting and the paper's
-  protocol (``training``), several devices (``distribute``).
-- ``bt_core.evaluation``: ``metrics``, ``stats``, ``calibration``, ``posthoc``, ``ood``, ``probes``,
-  ``figures``, ``plots``, ``reproduce``.
-- ``bt_core.explain``: ``gradcam`` (the maths) and ``overlay`` (the picture).
-- ``bt_core.serving``: ``inference`` (answers), ``volume`` (a scan slice by slice) and ``launcher`` (training
-  jobs from the app).
-- top level: ``config`` (run configuration, no keras), ``errors``, ``runs`` (registry) and ``cli``
-  (``python -m bt_core``), which calls the rest; nothing imports ``cli``.
+- ``bt_core.data``: decoding (``images``), whole scans as ordered slices (``series``, with the readers
+  ``dicom_series`` and ``nifti`` and the ``volume`` type), labelled folders and their cache (``folders``),
+  several sources (``sources``), model input (``prepare``), splits (``splits``), degradations and
+  augmentation (``degrade``, ``augment``), uploaded zips (``archive``).
+- ``bt_core.models``: networks (``networks``, ``patch``), the offline backbone (``lite0``), fitting and the
+  paper's protocol (``training``, ``patch_training``, ``sources_fit``), leave-one-source-out (``loso``),
+  several devices (``distribute``), sweeps on Ray (``sweep`` and its grid, ``sweep_grid``).
+- ``bt_core.evaluation``: ``metrics``, ``stats``, ``calibration``, ``posthoc``, ``ood``, ``abstain``,
+  ``plane``, ``scoring``, ``probes``, ``figures``, ``plots``, ``reproduce``.
+- ``bt_core.explain``: ``gradcam`` (the maths) and ``gradcam_model`` (target layer, gradients), ``overlay``
+  (the picture), ``pointing`` (heatmaps against expert masks).
+- ``bt_core.serving``: ``inference`` (answers), ``lite`` (the LiteRT answer path), ``volume`` (a scan slice
+  by slice), ``launcher`` (training jobs from the app) with ``jobspec``, ``data_roots`` and ``switch``.
+- top level: ``config`` (run configuration, no keras), ``errors``, ``runs`` (registry), ``progress``,
+  ``quiet`` (Keras imported without backend notices) and the ``cli`` package (``python -m bt_core``), which
+  calls the rest; nothing imports ``cli``.
 
 Nothing here imports streamlit. Results are decision support, not a diagnosis.
 """

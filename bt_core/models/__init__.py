@@ -8,5 +8,6 @@
 - :mod:`~bt_core.models.sources_fit`: several sources in training (strata, per-source figures, views, balance).
 - :mod:`~bt_core.models.loso`: leave-one-source-out.
 - :mod:`~bt_core.models.distribute`: data parallel training and folds in parallel across GPUs.
-- :mod:`~bt_core.models.sweep`: grids of runs as Ray tasks (``python -m bt_core sweep``).
+- :mod:`~bt_core.models.sweep`: grids of runs as Ray tasks (``python -m bt_core sweep``); the grid itself
+  (sweep file, ``--set``) in :mod:`~bt_core.models.sweep_grid`.
 """
