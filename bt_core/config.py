@@ -17,6 +17,7 @@ BACKBONES = ("efficientnet_lite0", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
 PREPROCESS_CHOICES = ("none", "percentile")
 POOLING_CHOICES = ("avg", "multiscale")
+PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
 DEFAULT_MAX_DISTANCE = 10
 
 
@@ -47,7 +48,8 @@ class TrainConfig:
     fine_tune_layers: int = 0
     fine_tune_from: str = ""
     cache_features: bool = True
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # older records: True means precision "mixed_float16"
+    precision: str = "float32"  # Keras dtype policy: float32, mixed_float16 (GPU), mixed_bfloat16 (CPUs with bf16)
     data_parallel: bool = False  # bt_core.models.distribute.data_parallel: one model on all visible GPUs
     max_distance: int = DEFAULT_MAX_DISTANCE
     # several sources (bt_core.data.sources) and the patch model (bt_core.models.patch)
@@ -60,6 +62,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
+            (self.precision in PRECISION_CHOICES, f"precision must be one of {', '.join(PRECISION_CHOICES)}"),
             (self.model in MODEL_KINDS, f"model must be one of {', '.join(MODEL_KINDS)}"),
             (self.backbone in BACKBONES, f"backbone must be one of {', '.join(BACKBONES)}"),
             (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
@@ -108,6 +111,12 @@ class TrainConfig:
         if self.model != "transfer" or not self.cache_features or self.augment or self.fine_tune_layers:
             return ""
         return self.fine_tune_from or "pool"
+
+    @property
+    def dtype_policy(self) -> str | None:
+        """The Keras dtype policy the layers are built under (None: float32, the global default)."""
+        precision = "mixed_float16" if self.mixed_precision and self.precision == "float32" else self.precision
+        return None if precision == "float32" else precision
 
     @property
     def uses_feature_cache(self) -> bool:

@@ -128,3 +128,20 @@ def test_mixed_precision_builds_a_float16_model_and_leaves_the_global_policy_alo
     assert np.isfinite(hist["loss"]).all() and training.predict_proba(model, x).dtype == np.float64
     plain, _ = training.fit(training.TrainConfig(**{**cfg.to_dict(), "mixed_precision": False}), x, y)
     assert plain.get_layer("conv1").compute_dtype == "float32"
+
+
+def test_precision_bfloat16_computes_in_bfloat16_keeps_float32_weights_and_a_float32_probability():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (16, 32, 32, 1)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.float32)
+    cfg = training.TrainConfig(model="compact_cnn", epochs=1, batch_size=8, image_size=32, head_pool=2, lr=1e-3,
+                               precision="mixed_bfloat16").validate()
+    model, hist = training.fit(cfg, x, y)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    conv = model.get_layer("conv1")
+    assert (conv.compute_dtype, conv.variable_dtype) == ("bfloat16", "float32")
+    assert model.get_layer("prob").compute_dtype == "float32" and np.isfinite(hist["loss"]).all()
+    assert training.TrainConfig(mixed_precision=True).dtype_policy == "mixed_float16"  # older records
+    assert training.TrainConfig().dtype_policy is None
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        training.TrainConfig(precision="float8").validate()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from bt_core.config import PRECISION_CHOICES
+
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
@@ -58,7 +60,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
     p.add_argument("--fine-tune-from", default="", metavar="LAYER",
                    help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU); the same as --precision mixed_float16")
+    p.add_argument("--precision", default="float32", choices=PRECISION_CHOICES,
+                   help="Keras dtype policy: float32 (default), mixed_float16 (GPU) or mixed_bfloat16 (CPUs with bfloat16)")
     # --- several devices (bt_core.models.distribute) ---
     p.add_argument("--data-parallel", action="store_true", help="train each model on all visible GPUs")
     p.add_argument("--parallel-folds", action="store_true",
@@ -108,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cnn-image-size", type=int, default=240, help="input size of the from-scratch CNN (paper: 240)")
     r.add_argument("--cnn-head-pool", type=int, default=0, help="CNN MaxPool before Flatten (0: model default)")
     r.add_argument("--cnn-lr", type=float, default=1e-4, help="CNN learning rate (paper: 1e-4)")
+    r.add_argument("--precision", default="float32", choices=PRECISION_CHOICES,
+                   help="Keras dtype policy of both models (float32: the paper's)")
     r.add_argument("--report", default="reports", help="folder for reproduction.md and its figures")
     r.add_argument("--out", default=None, help="run registry folder (default trained_models/_reproduce)")
     c = sub.add_parser("calibrate", help="temperature, operating threshold and OOD check for a cv run")

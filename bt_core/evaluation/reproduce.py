@@ -30,11 +30,13 @@ LABELS = {"paper_cnn": "from-scratch CNN (paper)", "compact_cnn": "compact CNN",
 
 def run_id(model: str, split: str, cfg: training.TrainConfig, fingerprint: str) -> str:
     extra = f"-{cfg.backbone}" if model == "transfer" else ""
+    extra += "" if cfg.precision == "float32" else f"-{cfg.precision}"
     return f"repro-{model}{extra}-{split}-e{cfg.epochs}-s{cfg.seed}-{fingerprint[:10]}"
 
 
 def config_for(model: str, split: str, args) -> training.TrainConfig:
-    cfg = training.TrainConfig(model=model, split=split, epochs=args.epochs, backbone=args.backbone, seed=42)
+    cfg = training.TrainConfig(model=model, split=split, epochs=args.epochs, backbone=args.backbone, seed=42,
+                               precision=getattr(args, "precision", "float32"))
     if model != "transfer":  # the from-scratch CNN's size and learning rate may be set apart
         cfg.image_size, cfg.head_pool, cfg.lr = args.cnn_image_size, args.cnn_head_pool, args.cnn_lr
     return cfg.validate()
@@ -145,7 +147,8 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
     md = ["# Reproduction of Jardim et al. on Br35H", "",
           f"Command: `python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models "
           f"{' '.join(args.models)} --splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} "
-          f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}`  ",
+          f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}"
+          + ("" if getattr(args, "precision", "float32") == "float32" else f" --precision {args.precision}") + "`  ",
           f"Machine: {hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
           f"devices {hw.get('devices')}; training time of the runs {train_min:.1f} min (each run's below; runs "
           f"already in the registry are reused), this command {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",

@@ -92,7 +92,7 @@ def _dtype_policy(name: str | None):
 
 
 def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight=None):
-    with _dtype_policy("mixed_float16" if cfg.mixed_precision else None):  # layers keep the policy they got
+    with _dtype_policy(cfg.dtype_policy):  # layers keep the policy they got
         model = build_model(cfg)
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
     val = (x_val, y_val) if x_val is not None else None
