@@ -79,6 +79,22 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     return lines
 
 
+def comparison_section(recs: list[dict]) -> list[str]:
+    """One row per held-out source, one column per leave-one-source-out run: the ablation at a glance."""
+    names = [f"{name_of(r)} (`{r['id']}`)" for r in recs]
+    lines = ["## The recipes side by side (accuracy on the held-out source; AUC where both classes exist)", "",
+             "| held-out source | " + " | ".join(names) + " |", "|---|" + "---:|" * len(recs)]
+    order = dict.fromkeys(s for r in recs for h in r["held_out"].values() for s in h["per_source"])
+    for s in order:
+        cells = []
+        for r in recs:
+            m = next((h["per_source"][s] for h in r["held_out"].values() if s in h["per_source"]), None)
+            auc = m.get("auc") if m else None
+            cells.append("–" if m is None else pct(m["accuracy"]) + (f" ({auc:.3f})" if auc is not None and np.isfinite(auc) else ""))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
     import matplotlib
 
@@ -202,6 +218,8 @@ def main(argv=None) -> int:
              "## Leave-one-source-out (the headline protocol)", "",
              "Each family is held out in turn: the model is trained on every image of the other families and scored on "
              "all images of the held-out one. The LGG family's three sequences are held out together (same patients).", ""]
+    if len(lo) > 1:
+        lines += comparison_section(lo)
     for rec in lo:
         lines += loso_section(rec, out.parent)
     if sh:
