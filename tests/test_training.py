@@ -143,5 +143,11 @@ def test_precision_bfloat16_computes_in_bfloat16_keeps_float32_weights_and_a_flo
     assert model.get_layer("prob").compute_dtype == "float32" and np.isfinite(hist["loss"]).all()
     assert training.TrainConfig(mixed_precision=True).dtype_policy == "mixed_float16"  # older records
     assert training.TrainConfig().dtype_policy is None
+    from bt_core.cli.commands_train import _config
+    from bt_core.cli.parser import build_parser
+
+    policy = [_config(build_parser().parse_args(["cv", "--data", "d", *extra])).dtype_policy
+              for extra in ([], ["--mixed-precision"], ["--precision", "mixed_bfloat16"])]
+    assert policy == [None, "mixed_float16", "mixed_bfloat16"]
     with pytest.raises(ConfigError, match="precision must be one of"):
         training.TrainConfig(precision="float8").validate()

@@ -60,7 +60,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fine-tune-layers", type=int, default=0, help="unfreeze the top N backbone layers")
     p.add_argument("--fine-tune-from", default="", metavar="LAYER",
                    help="fine-tune the backbone layers after LAYER (e.g. block10_add), on cached activations")
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU); the same as --precision mixed_float16")
+    p.add_argument("--mixed-precision", dest="precision", action="store_const", const="mixed_float16", default="float32",
+                   help="float16 compute (GPU): the same as --precision mixed_float16")
     p.add_argument("--precision", default="float32", choices=PRECISION_CHOICES,
                    help="Keras dtype policy: float32 (default), mixed_float16 (GPU) or mixed_bfloat16 (CPUs with bfloat16)")
     # --- several devices (bt_core.models.distribute) ---

@@ -36,7 +36,7 @@ def run_id(model: str, split: str, cfg: training.TrainConfig, fingerprint: str) 
 
 def config_for(model: str, split: str, args) -> training.TrainConfig:
     cfg = training.TrainConfig(model=model, split=split, epochs=args.epochs, backbone=args.backbone, seed=42,
-                               precision=getattr(args, "precision", "float32"))
+                               precision=args.precision)
     if model != "transfer":  # the from-scratch CNN's size and learning rate may be set apart
         cfg.image_size, cfg.head_pool, cfg.lr = args.cnn_image_size, args.cnn_head_pool, args.cnn_lr
     return cfg.validate()
@@ -148,7 +148,7 @@ def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: 
           f"Command: `python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models "
           f"{' '.join(args.models)} --splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} "
           f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}"
-          + ("" if getattr(args, "precision", "float32") == "float32" else f" --precision {args.precision}") + "`  ",
+          + ("" if args.precision == "float32" else f" --precision {args.precision}") + "`  ",
           f"Machine: {hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
           f"devices {hw.get('devices')}; training time of the runs {train_min:.1f} min (each run's below; runs "
           f"already in the registry are reused), this command {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",

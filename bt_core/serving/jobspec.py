@@ -97,8 +97,8 @@ class JobSpec:
             changed = [k.replace("_", " ") for k, d in defaults.items() if getattr(self, k) != d]
             if changed and self.model != model:
                 raise ConfigError(f"{' and '.join(changed)} apply to the {model} model only")
-        if self.model == "patch" and self.image_size % 16:
-            raise ConfigError(f"the patch model needs an image size that is a multiple of 16, got {self.image_size}")
+        shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(JobSpec)}
+        TrainConfig(**{k: getattr(self, k) for k in shared}).validate()  # the rules between options (e.g. patch sizes)
         real, file = check_sources(self.folders(), self.sources_file, roots)
         self.data_dir, self.data_dirs = (str(real[0]) if real else ""), tuple(map(str, real[1:]))
         self.sources_file = str(file) if file else ""
