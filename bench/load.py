@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,9 +39,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(REPO / "tests"))
+from browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (the browser tests' settings)
+
 MODELS = {"cnn": "CNN", "transfer": "Transfer"}  # shipped.json key -> label prefix on the page
 SAMPLE_S = 0.2
 T0 = time.perf_counter()
@@ -88,12 +87,6 @@ def machine() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu_model()}, {usable}/{os.cpu_count()} cores{load}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -166,7 +159,6 @@ def load_images(paths: list[str] | None, work: Path) -> list[Path]:
         return examples
     import numpy as np
     from PIL import Image
-    sys.path.insert(0, str(REPO / "tests"))
     from conftest import blob_image
     rng, out = np.random.default_rng(0), []
     for i in range(4):

@@ -132,7 +132,8 @@ def _form(folders: list[str]) -> None:
             c1.number_input("CNN: MaxPool before Flatten (0: model default)", *launcher.RANGES["head_pool"],
                             key="train_head_pool")
             c2.selectbox("Intensity normalisation", launcher.CHOICES["preprocess"], key="train_preprocess",
-                         format_func=lambda p: {"none": "none (0-255)", "percentile": "percentile (1st-99th)"}[p])
+                         format_func=lambda p: {"none": "none (0-255)", "percentile": "percentile (0.5th-99.5th)",
+                                                "equalize": "percentile, then head histogram equalised"}.get(p, p))
             c3.number_input("Seed", *launcher.RANGES["seed"], key="train_seed")
             c1, c2 = st.columns(2)
             c1.selectbox("Transfer: pooling", launcher.CHOICES["pooling"], key="train_pooling",

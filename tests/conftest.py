@@ -42,18 +42,9 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 # --- the browser tests' server (tests/test_browser*.py) --------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402,F401  (CHROMIUM_ARGS: for the tests)
+
 START_TIMEOUT = 60  # s, until /_stcore/health answers
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log_tail(log, n: int = 3000) -> str:

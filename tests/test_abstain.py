@@ -54,3 +54,15 @@ def test_band_says_when_no_band_reaches_the_target_and_then_refuses_nothing():
     band = abstain.fit_band(y, p, np.zeros(4), target=0.9)
     assert band["met"] is False and band["coverage"] == 1.0 and band["worst_accuracy"] == 0.0
     assert not abstain.apply_band(p, band).any()
+
+
+def test_a_band_that_answers_almost_nothing_is_not_called_met():
+    # 3 of 100 images have probabilities of exactly 0 or 1 and are right; the rest are coin flips.
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 100)
+    p = rng.uniform(0.3, 0.7, 100)
+    p[:3], y[:3] = [0.0, 1.0, 1.0], [0, 1, 1]
+    band = abstain.fit_band(y, p, np.zeros(100), target=0.95)
+    assert band["met"] is False and band["min_coverage"] == 0.1
+    loose = abstain.fit_band(y, p, np.zeros(100), target=0.95, min_coverage=0.0)
+    assert loose["met"] is True and loose["coverage"] <= 0.05

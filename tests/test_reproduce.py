@@ -15,6 +15,8 @@ def test_reproduce_writes_report_figures_and_reuses_runs(tmp_path, capsys):
     for text in ("The paper's numbers beside ours", "random (leaky)", "group (leak-free)", "Table 1",
                  "paired t-test", "Nadeau-Bengio", "McNemar", "DeLong", "95% CI"):
         assert text in report, text
+    # the report's command is the one typed, every option included, so it can be rerun as it stands
+    assert f"--report {tmp_path / 'report'} --out {tmp_path / 'runs'}`" in report
     for fig in ("roc_random.png", "roc_group.png", "bars_group.png", "curves_transfer_group.png",
                 "curves_compact_cnn_random.png"):
         assert (tmp_path / "report" / fig).stat().st_size > 1000, fig

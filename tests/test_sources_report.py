@@ -22,3 +22,27 @@ def test_comparison_puts_each_runs_held_out_accuracy_and_auc_side_by_side():
     assert rows["lgg_flair"] == "| lgg_flair | 72.7% (0.744) | – |"  # B never held it out
     assert rows["ixi_t1"] == "| ixi_t1 | 70.7% | 43.2% |"  # one class: no AUC
     assert list(rows) == ["lgg_flair", "ixi_t1"]
+
+
+def test_loso_section_shows_how_much_a_reached_band_answers_on_the_fitting_sources(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    held, idx = {}, 0
+    for fam, noise in (("a", 0.05), ("b", 0.1), ("c", 0.15)):
+        y = rng.integers(0, 2, 200)
+        p = np.clip(np.where(y == 1, 0.9, 0.1) + rng.normal(0, noise, 200), 0, 1)
+        acc = float(((p >= 0.5) == y).mean())
+        held[fam] = {"idx": list(range(idx, idx + 200)), "y": y.tolist(), "prob": p.tolist(), "source": [fam] * 200,
+                     "per_source": {fam: {"n": 200, "accuracy": acc, "sensitivity": acc, "specificity": acc, "auc": 0.99}}}
+        idx += 200
+    rec = {"id": "run-x", "label": "X", "config": {"model": "patch"}, "command": "python -m bt_core loso ...",
+           "wall_time_s": 60, "hardware": {"processor": "x86_64", "cpus": 2, "backend": "tensorflow"},
+           "data": {"sources": [], "paths": [f"s/{i}.jpg" for i in range(idx)]}, "held_out": held}
+    lines = report.loso_section(rec, tmp_path)
+    head = next(i for i, ln in enumerate(lines) if "answered when fitted" in ln)
+    rows = [ln.split(" | ") for ln in lines[head + 2:head + 5]]
+    assert [r[0] for r in rows] == ["| a", "| b", "| c"]
+    for r in rows:
+        assert r[2] == "yes" and r[3].endswith("%") and float(r[3][:-1]) >= 10.0
+    assert (tmp_path / "risk_coverage_run-x.png").is_file()

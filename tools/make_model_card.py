@@ -106,9 +106,38 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
                          f"{pct(m['sensitivity']) if 'sensitivity' in cls else '–'} | "
                          f"{pct(m['specificity']) if 'specificity' in cls else '–'} | {pct(m['auc']) if 'auc' in cls else '–'} |")
         lines.append("")
-    lines.append(f"- trained on: {rec['hardware'].get('processor')} ({rec['hardware'].get('cpus')} CPUs), Keras "
+    lines.append(f"- trained on: {rec['hardware'].get('cpu_model') or rec['hardware'].get('processor')} ({rec['hardware'].get('cpus')} CPUs), Keras "
                  f"{rec['hardware'].get('keras')} on {rec['hardware'].get('backend')}, {rec['wall_time_s'] / 60:.1f} min")
     return lines + [""]
+
+
+IGNORED = {"precision", "mixed_precision"}  # how fast it ran, not what it learnt
+
+
+def held_out_run(rec: dict, runs_dir: Path) -> dict | None:
+    """The leave-one-source-out run of the same recipe as ``rec``: the one its abstention band names, or
+    else the newest in ``runs_dir`` whose config matches ``rec``'s (precision aside)."""
+    named = (rec.get("abstain") or {}).get("loso_run")
+    cands = sorted(runs_dir.glob("*/run.json"), reverse=True)
+    for path in cands:
+        lo = json.loads(path.read_text())
+        if lo.get("mode") != "loso":
+            continue
+        if named and lo["id"] == named:
+            return lo
+        a, b = rec["config"], lo["config"]
+        if not named and all(a.get(k) == b.get(k) for k in (set(a) | set(b)) - IGNORED):
+            return lo
+    return None
+
+
+def held_out_range(lo: dict | None) -> str:
+    """"50 to 73% (leave-one-source-out run `ID`)" from the run's per-source held-out accuracies."""
+    if lo is None:
+        return "an unmeasured accuracy (no leave-one-source-out run of this recipe is in `reports/runs`)"
+    accs = [m["accuracy"] for h in lo["held_out"].values() for m in h["per_source"].values()]
+    return (f"{100 * min(accs):.0f} to {100 * max(accs):.0f}% (leave-one-source-out run `{lo['id']}`, "
+            "`reports/sources.md`)")
 
 
 def paper_cnn_line(root: Path) -> str:
@@ -126,8 +155,11 @@ def paper_cnn_line(root: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "trained_models"))
-    root = Path(ap.parse_args().root)
+    here = Path(__file__).resolve().parent.parent
+    ap.add_argument("--root", default=str(here / "trained_models"))
+    ap.add_argument("--runs", default=str(here / "reports" / "runs"), help="where the leave-one-source-out runs are")
+    args = ap.parse_args()
+    root, runs_dir = Path(args.root), Path(args.runs)
     shipped = json.loads((root / "shipped.json").read_text())
     md = ["# Model card: shipped brain-tumour models", "",
           "**Not for clinical use.** These models are decision support for research and teaching; they are "
@@ -164,10 +196,10 @@ def main() -> None:
               "training images (`--degrade-copies`), so that it holds up on images from other scanners' pipelines "
               "(`reports/generalisation.md`)." if recs["transfer"]["config"].get("degrade_copies") else "")), "",
            "## Known limits", "",
-           "- Trained on six sources, but on a source it never saw the transfer model scores 50 to 73% "
-           "(leave-one-source-out, `reports/sources.md`): it is not reliable on another hospital's scans, and its "
-           "out-of-distribution and plane checks only reduce, not remove, the wrong answers. The CNN's recipe "
-           "does worse there (leave-one-source-out 43 to 62%, `reports/sources.md`)."
+           "- Trained on six sources, but on a source it never saw the transfer model scores "
+           + held_out_range(held_out_run(recs["transfer"], runs_dir)) + ": it is not reliable on another hospital's "
+           "scans, and its out-of-distribution and plane checks only reduce, not remove, the wrong answers. The "
+           "CNN's recipe scores " + held_out_range(held_out_run(recs["cnn"], runs_dir)) + " there."
            + (" The degraded copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, "
               "so the robustness measured there is to those kinds of degradation, not to real images from elsewhere."
               if recs["transfer"]["config"].get("degrade_copies") else ""),

@@ -46,7 +46,7 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     check = abstain.held_out_check(y, p, src, fam, target=0.95)
     lines = [f"### {name_of(rec)} (`{rec['id']}`)", "",
              f"Command: `{rec.get('command', '')}`; {rec['wall_time_s'] / 60:.1f} min on "
-             f"{rec['hardware'].get('processor', '?')} ({rec['hardware'].get('cpus', '?')} CPUs, "
+             f"{rec['hardware'].get('cpu_model') or rec['hardware'].get('processor', '?')} ({rec['hardware'].get('cpus', '?')} CPUs, "
              f"{rec['hardware'].get('backend')}).", "",
              "| held-out family | source | n | accuracy | sensitivity | specificity | AUC | answered | accuracy on answered |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -59,13 +59,16 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
                          f"{pct(m['specificity']) if 'specificity' in cls else '–'} | "
                          f"{pct(m['auc']) if 'auc' in cls else '–'} | {pct(a['answered'])} | {pct(a['accuracy_answered'])} |")
     lines += ["", "Abstention band per held-out family (fitted on the other families' leave-one-source-out "
-              "predictions only; answered when the probability is at or below *low* or at or above *high*):", "",
-              "| held-out family | target on every fitting source | reached | low | high | answered | accuracy on answered |",
-              "|---|---:|---|---:|---:|---:|---:|"]
+              "predictions only; answered when the probability is at or below *low* or at or above *high*; a band "
+              f"counts as reached only if it also answers at least {pct(abstain.DEFAULT_MIN_COVERAGE)} of every "
+              "fitting source). *Answered when fitted* is the mean share answered on the fitting sources:", "",
+              "| held-out family | target on every fitting source | reached | answered when fitted | low | high "
+              "| answered (held out) | accuracy on answered (held out) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for f, c in check.items():
         b = c["band"]
         lines.append(f"| {f} | {pct(b['target'])} | {'yes' if b.get('met', True) else 'no: no band reaches it'} | "
-                     f"{b['low']:.2f} | {b['high']:.2f} | {pct(c['answered'])} | {pct(c['accuracy_answered'])} |")
+                     f"{pct(b['coverage']) if b.get('met', True) else '–'} | {b['low']:.2f} | {b['high']:.2f} | {pct(c['answered'])} | {pct(c['accuracy_answered'])} |")
     lines += ["", "Risk-coverage (accuracy when answering only the most confident share of each held-out family):", "",
               "| held-out family | " + " | ".join(f"{int(c * 100)}%" for c in (0.25, 0.5, 0.75, 1.0)) + " |",
               "|---|" + "---:|" * 4]

@@ -6,7 +6,8 @@ leave-one-source-out predictions (:mod:`bt_core.models.loso`): every prediction 
 that never saw that image's source, which is what a new hospital's scans meet. Among all bands,
 :func:`fit_band` keeps the one that answers the most images while accuracy on the answered images
 is at least ``target`` (default 0.97) on *every* fitting source, so no single source is sacrificed
-to the average. When no band reaches the target on every source (confidently wrong answers), the
+to the average, and every fitting source still gets at least ``min_coverage`` (default 0.1) of its
+images answered: a band that answers only probabilities of exactly 0 or 1 is no rule. When no band reaches the target on every source (confidently wrong answers), the
 result says so (``met: False``) and the band is empty: this rule then refuses nothing, and the
 report shows the accuracy as it is. :func:`held_out_check` judges the rule honestly: for each family it fits the band
 on the other families only and applies it to the held-out one.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_TARGET = 0.97
+DEFAULT_MIN_COVERAGE = 0.1
 GRID = np.round(np.concatenate([np.linspace(0.0, 0.5, 51), np.linspace(0.5, 1.0, 51)[1:]]), 3)
 
 
@@ -29,9 +31,11 @@ def _accepted_accuracy(y, p, low, high):
     return float(((p[keep] >= high) == (y[keep] == 1)).mean()), float(keep.mean())
 
 
-def fit_band(y, prob, groups, target: float = DEFAULT_TARGET, threshold: float = 0.5) -> dict:
+def fit_band(y, prob, groups, target: float = DEFAULT_TARGET, threshold: float = 0.5,
+             min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict:
     """The widest-answering band (low, high) around ``threshold`` with accepted accuracy >= ``target``
-    in every group (source) -> {"low", "high", "coverage", "worst_accuracy", "target"}."""
+    and a share answered >= ``min_coverage`` in every group (source)
+    -> {"low", "high", "coverage", "worst_accuracy", "met", "target", "min_coverage", "fitted_on"}."""
     y, prob, groups = np.asarray(y), np.asarray(prob, float), np.asarray(groups)
     lows = [g for g in GRID if g <= threshold]
     highs = [g for g in GRID if g >= threshold]
@@ -41,13 +45,14 @@ def fit_band(y, prob, groups, target: float = DEFAULT_TARGET, threshold: float =
         for high in highs:
             accs, covs = zip(*(_accepted_accuracy(y[groups == g], prob[groups == g], low, high) for g in names))
             coverage = float(np.mean(covs))  # each source counts the same
-            if min(accs) >= target and coverage > best["coverage"]:
+            if min(accs) >= target and min(covs) >= min_coverage and coverage > best["coverage"]:
                 best = {"low": float(low), "high": float(high), "coverage": coverage, "worst_accuracy": float(min(accs))}
-    if best["coverage"] == 0.0:  # no band reaches the target: say so, and abstain on nothing by this rule
+    met = best["coverage"] > 0.0
+    if not met:  # no band reaches the target: say so, and abstain on nothing by this rule
         accs = [_accepted_accuracy(y[groups == g], prob[groups == g], threshold, threshold)[0] for g in names]
         best = {"low": float(threshold), "high": float(threshold), "coverage": 1.0, "worst_accuracy": float(min(accs))}
-        return {**best, "met": False, "target": float(target), "fitted_on": [str(n) for n in names]}
-    return {**best, "met": True, "target": float(target), "fitted_on": [str(n) for n in names]}
+    return {**best, "met": met, "target": float(target), "min_coverage": float(min_coverage),
+            "fitted_on": [str(n) for n in names]}
 
 
 def apply_band(prob, band: dict) -> np.ndarray:
@@ -56,14 +61,15 @@ def apply_band(prob, band: dict) -> np.ndarray:
     return (p > band["low"]) & (p < band["high"])
 
 
-def held_out_check(y, prob, source, family, target: float = DEFAULT_TARGET) -> dict:
+def held_out_check(y, prob, source, family, target: float = DEFAULT_TARGET,
+                   min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict:
     """For each family F: fit the band on the other families' predictions, apply it to F ->
     {F: {"band", "answered", "accuracy_answered", "per_source": {...}}}."""
     y, prob, source, family = map(np.asarray, (y, prob, source, family))
     out = {}
     for f in np.unique(family):
         fit = family != f
-        band = fit_band(y[fit], prob[fit], source[fit], target)
+        band = fit_band(y[fit], prob[fit], source[fit], target, min_coverage=min_coverage)
         held = family == f
         abstain = apply_band(prob[held], band)
         per = {}

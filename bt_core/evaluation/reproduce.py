@@ -9,6 +9,7 @@ its PNG figures and ``reproduction.json`` into the report folder (default ``repo
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -141,15 +142,22 @@ def paper_exact_rows(results: dict) -> list[str]:
     return rows
 
 
+def command_of(args) -> str:
+    """The command as it was typed (``args.argv``, every option it named), else rebuilt from ``args``."""
+    if getattr(args, "argv", None):
+        return "python -m bt_core " + shlex.join(args.argv)
+    return (f"python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models {' '.join(args.models)} "
+            f"--splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} --cnn-head-pool "
+            f"{args.cnn_head_pool} --cnn-lr {args.cnn_lr} --precision {args.precision} --report {args.report}"
+            + (f" --out {args.out}" if args.out else ""))
+
+
 def write_report(results: dict, ds, args, report_dir: Path, wall: float, audit: dict) -> Path:
     hw = next(iter(next(iter(results.values())).values()))["hardware"]
     train_min = sum(r["wall_time_s"] for d in results.values() for r in d.values()) / 60
     md = ["# Reproduction of Jardim et al. on Br35H", "",
-          f"Command: `python -m bt_core reproduce --data {args.data} --epochs {args.epochs} --models "
-          f"{' '.join(args.models)} --splits {' '.join(args.splits)} --cnn-image-size {args.cnn_image_size} "
-          f"--cnn-head-pool {args.cnn_head_pool} --cnn-lr {args.cnn_lr}"
-          + ("" if args.precision == "float32" else f" --precision {args.precision}") + "`  ",
-          f"Machine: {hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
+          f"Command: `{command_of(args)}`  ",
+          f"Machine: {hw.get('cpu_model') or hw.get('processor')} ({hw.get('cpus')} CPUs), Keras {hw.get('keras')} on {hw.get('backend')}, "
           f"devices {hw.get('devices')}; training time of the runs {train_min:.1f} min (each run's below; runs "
           f"already in the registry are reused), this command {wall / 60:.1f} min; {time.strftime('%Y-%m-%d')}.", "",
           f"Data: {len(ds)} images ({int(ds.labels.sum())} tumour). Near-duplicates (dHash distance <= 10): "

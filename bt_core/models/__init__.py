@@ -7,6 +7,7 @@
   a training signal) and its fast training on cached activations.
 - :mod:`~bt_core.models.sources_fit`: several sources in training (strata, per-source figures, views, balance).
 - :mod:`~bt_core.models.loso`: leave-one-source-out.
+- :mod:`~bt_core.models.runtime`: the machine a run ran on (for its record) and the Keras dtype policy.
 - :mod:`~bt_core.models.distribute`: data parallel training and folds in parallel across GPUs.
 - :mod:`~bt_core.models.sweep`: grids of runs as Ray tasks (``python -m bt_core sweep``); the grid itself
   (sweep file, ``--set``) in :mod:`~bt_core.models.sweep_grid`.

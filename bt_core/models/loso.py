@@ -21,7 +21,7 @@ import numpy as np
 from bt_core.config import TrainConfig
 from bt_core.data import folders
 from bt_core.errors import ConfigError
-from bt_core.models import sources_fit, training
+from bt_core.models import runtime, sources_fit, training
 
 Progress = Callable[[dict], None]
 
@@ -76,5 +76,5 @@ def leave_one_source_out(cfg: TrainConfig, ds: folders.Dataset, masks=None, prog
         del model
         keras.backend.clear_session()
     record["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    record["hardware"] = training.hardware()
+    record["hardware"] = runtime.hardware()
     return record

@@ -13,10 +13,7 @@ writes it to disk with the model.
 """
 from __future__ import annotations
 
-import os
-import platform
 import time
-from contextlib import contextmanager
 from typing import Callable
 
 import keras
@@ -24,7 +21,8 @@ import numpy as np
 
 from bt_core import data as data_mod
 from bt_core.evaluation import metrics
-from bt_core.models import networks, sources_fit
+from bt_core.models import networks, runtime, sources_fit
+from bt_core.models.runtime import hardware
 from bt_core.models.sources_fit import per_source_metrics, sources_summary, strata_for
 from bt_core.data import splits
 from bt_core.config import TrainConfig  # noqa: F401  (re-exported)
@@ -79,20 +77,8 @@ def fit(cfg: TrainConfig, x_train, y_train, x_val=None, y_val=None, progress: Pr
     return _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight)
 
 
-@contextmanager
-def _dtype_policy(name: str | None):
-    """Build layers under the Keras dtype policy ``name`` (None: leave it), then restore the global one."""
-    before = keras.mixed_precision.global_policy()
-    if name:
-        keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(before)
-
-
 def _fit(cfg, x_train, y_train, x_val, y_val, progress, stage, verbose, features, sample_weight=None):
-    with _dtype_policy(cfg.dtype_policy):  # layers keep the policy they got
+    with runtime.dtype_policy(cfg.dtype_policy):  # layers keep the policy they got
         model = build_model(cfg)
     callbacks = [_EpochReporter(progress, stage, len(y_train))] if progress else []
     val = (x_val, y_val) if x_val is not None else None
@@ -152,28 +138,6 @@ def backbone_features(cfg: TrainConfig, x, fingerprint: str = "", progress: Prog
 def predict_proba(model: keras.Model, x, batch_size: int = 32) -> np.ndarray:
     """Tumour probability for each image of a float32 batch."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64).reshape(-1)
-
-
-def hardware() -> dict:
-    """Backend and device description for the run record."""
-    info = {"backend": keras.backend.backend(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "keras": keras.__version__}
-    try:
-        import os
-        info["cpus"] = os.cpu_count()
-        if info["backend"] == "jax":
-            import jax
-            info["devices"] = [str(d) for d in jax.devices()]
-        elif info["backend"] == "tensorflow":
-            import tensorflow as tf
-            info["devices"] = [d.name for d in tf.config.list_logical_devices()]
-        elif info["backend"] == "torch":
-            import torch
-            info["devices"] = [torch.cuda.get_device_name(0)] if torch.cuda.is_available() else ["cpu"]
-    except Exception:  # device listing is informative only
-        pass
-    return info
 
 
 def _degraded(cfg: TrainConfig, ds: data_mod.Dataset, progress: Progress):

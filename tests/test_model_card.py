@@ -1,0 +1,27 @@
+"""tools/make_model_card.py: the held-out range comes from the matching leave-one-source-out run."""
+import importlib.util
+import json
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("make_model_card", Path(__file__).parents[1] / "tools" / "make_model_card.py")
+card = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(card)
+
+
+def _loso(runs, rid, config, accs):
+    (runs / rid).mkdir(parents=True)
+    held = {f"fam{i}": {"per_source": {f"src{i}": {"accuracy": a}}} for i, a in enumerate(accs)}
+    (runs / rid / "run.json").write_text(json.dumps({"id": rid, "mode": "loso", "config": config, "held_out": held}))
+
+
+def test_held_out_range_reads_the_run_of_the_same_recipe(tmp_path):
+    cnn = {"model": "compact_cnn", "lr": 1e-3, "precision": None}
+    _loso(tmp_path, "20261201-a-loso", {"model": "compact_cnn", "lr": 1e-3, "precision": "float32"}, [0.432, 0.617])
+    _loso(tmp_path, "20261202-b-loso", {"model": "compact_cnn", "lr": 3e-4}, [0.9, 0.95])  # another recipe
+    lo = card.held_out_run({"config": cnn}, tmp_path)
+    assert lo["id"] == "20261201-a-loso"
+    assert card.held_out_range(lo).startswith("43 to 62% (leave-one-source-out run `20261201-a-loso`")
+    # a band names its run: that one wins, whatever the config says
+    named = card.held_out_run({"config": {"model": "patch"}, "abstain": {"loso_run": "20261202-b-loso"}}, tmp_path)
+    assert named["id"] == "20261202-b-loso"
+    assert "unmeasured" in card.held_out_range(card.held_out_run({"config": {"model": "patch"}}, tmp_path))
