@@ -54,6 +54,7 @@ class TrainConfig:
     max_distance: int = DEFAULT_MAX_DISTANCE
     # several sources (bt_core.data.sources) and the patch model (bt_core.models.patch)
     views: int = 0  # K random augmented views of each training image (bt_core.data.augment), 0: none
+    strip_skull: float = 0.0  # share of those views that are skull-stripped (bt_core.data.augment.strip_skull)
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
     samples_per_epoch: int = 0  # rows drawn per epoch (0: every training row once)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
@@ -84,6 +85,8 @@ class TrainConfig:
              "degrade copies must be a whole number from 0 to 8"),
             (isinstance(self.data_parallel, bool), "data_parallel must be true or false"),
             (isinstance(self.views, int) and 0 <= self.views <= 8, "views must be a whole number from 0 to 8"),
+            (0.0 <= self.strip_skull <= 1.0, "strip_skull must be a share from 0 to 1"),
+            (self.strip_skull == 0.0 or self.views > 0, "strip_skull needs views (it is a share of the augmented views)"),
             (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),

@@ -24,6 +24,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=0, metavar="K",
                    help="train also on K random views of each training image (rotations incl. 90/180, flips, crops, "
                         "gamma, contrast, bias field, blur, noise, resolution, JPEG)")
+    p.add_argument("--strip-skull", type=float, default=d.strip_skull, metavar="P",
+                   help="skull-strip this share of the views (black out the head's rim, as in BraTS)")
     p.add_argument("--balance", default=d.balance, choices=("none", "source"),
                    help="source: every (source family, class) pair weighs the same in training")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")

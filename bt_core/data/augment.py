@@ -8,7 +8,9 @@ draws, for one greyscale uint8 image and its tumour mask (the same geometry for 
   a crop-and-zoom to 80-100% of the side (1/2);
 - intensity: gamma 0.6-1.6, contrast x0.6-1.4, a smooth bias field (1/3 each);
 - texture: one or more of blur, noise, low resolution and JPEG artefacts
-  (:func:`bt_core.data.degrade.random_degrade`, 1/2).
+  (:func:`bt_core.data.degrade.random_degrade`, 1/2);
+- skull stripping (probability ``strip``, default 0): :func:`strip_skull` blacks out the rim of the
+  head (scalp and skull), as in BraTS and other skull-stripped collections.
 
 :func:`views` makes K such views of every image of a data set, seeded, with the source index of
 each view, so only views of training images are trained on.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from bt_core.data import degrade
 
@@ -55,8 +58,29 @@ def _intensity(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def random_view(im: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator):
-    """One random view of ``im`` (uint8, H x W) and of its mask (uint8, any size, or None) -> (image, mask)."""
+def strip_skull(im: np.ndarray, rim: float = 0.12) -> np.ndarray:
+    """An approximate skull strip: keep the head's interior, black out its outer ``rim`` (a share of the
+    head's radius: scalp and skull). The head is the largest bright region with its holes filled; an
+    image without one comes back unchanged."""
+    im = np.asarray(im, np.uint8)
+    head = im > max(12.0, 0.1 * float(np.percentile(im, 99)))
+    labels, n = ndimage.label(head)
+    if not n:
+        return im
+    head = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(ndimage.sum(head, labels, range(1, n + 1)))))
+    if head.sum() < 0.05 * im.size:
+        return im
+    depth = ndimage.distance_transform_edt(head)
+    return np.where(depth > rim * np.sqrt(head.sum() / np.pi), im, 0).astype(np.uint8)
+
+
+def random_view(im: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, strip: float = 0.0):
+    """One random view of ``im`` (uint8, H x W) and of its mask (uint8, any size, or None) -> (image, mask).
+
+    With ``strip`` > 0 the view is skull-stripped (:func:`strip_skull`, rim 8-16% of the head's radius)
+    with that probability; with ``strip`` = 0 no extra number is drawn, so the views stay as they were."""
+    if strip > 0 and rng.random() < strip:
+        im = strip_skull(im, float(rng.uniform(0.08, 0.16)))
     g = _geometry(rng, im.shape[0])
     out = _apply_geometry(np.asarray(im, np.uint8), g, Image.BILINEAR)
     out = _intensity(out, rng)
@@ -66,8 +90,8 @@ def random_view(im: np.ndarray, mask: np.ndarray | None, rng: np.random.Generato
     return out, m
 
 
-def views(images_u8: np.ndarray, k: int, seed: int = 0, masks: np.ndarray | None = None):
+def views(images_u8: np.ndarray, k: int, seed: int = 0, masks: np.ndarray | None = None, strip: float = 0.0):
     """K random views of each image -> (views (N*K, H, W) uint8, masks of the views or None, source index).
 
-    View j of image i is row ``i * k + j``; the draws depend only on ``seed``."""
-    return degrade.seeded_copies(images_u8, k, seed, random_view, masks)
+    View j of image i is row ``i * k + j``; the draws depend only on ``seed`` (and ``strip``)."""
+    return degrade.seeded_copies(images_u8, k, seed, lambda im, m, rng: random_view(im, m, rng, strip), masks)

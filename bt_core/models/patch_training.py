@@ -53,7 +53,7 @@ class PatchTrainer:
     def __init__(self, cfg: TrainConfig, ds: folders.Dataset, masks: np.ndarray, has_mask: np.ndarray,
                  progress: Progress | None = None):
         self.cfg, self.ds, self.report = cfg, ds, progress or (lambda e: None)
-        views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks)
+        views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks, cfg.strip_skull)
         self.source = np.concatenate([np.arange(len(ds)), self.view_source])
         all_masks = np.concatenate([masks, view_masks]) if cfg.views else masks
         self.cells = cfg.image_size // 16
@@ -67,7 +67,7 @@ class PatchTrainer:
     def _activations(self, imgs: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
-               f"-{cfg.backbone_weights}")
+               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else ""))
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
             acts = np.load(path)
