@@ -60,6 +60,7 @@ class TrainConfig:
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep blocks 08-10 frozen too (head only)
     head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)
+    symmetry: bool = False  # patch model: the head also sees how each cell differs from its left-right mirror cell
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -91,6 +92,8 @@ class TrainConfig:
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),
             (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),
+            (not self.symmetry or (self.model == "patch" and self.freeze_backbone),
+             "symmetry needs the patch model with a frozen backbone (--freeze-backbone)"),
             (self.model != "patch" or (self.image_size % 16 == 0 and self.channels == 1),
              "the patch model needs an image size that is a multiple of 16 and one channel"),
         ]

@@ -27,7 +27,7 @@ def _config(args):
                        pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, precision=args.precision, data_parallel=args.data_parallel,
                        views=args.views, strip_skull=args.strip_skull, balance=args.balance, samples_per_epoch=args.samples_per_epoch,
                        mask_weight=args.mask_weight, freeze_backbone=args.freeze_backbone, dropout=args.dropout,
-                       head_depth=args.head_depth, dense_units=args.dense_units).validate()
+                       head_depth=args.head_depth, dense_units=args.dense_units, symmetry=args.symmetry).validate()
 
 
 def load_training_data(args, report):

@@ -32,6 +32,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-weight", type=float, default=d.mask_weight,
                    help="patch model: weight of the per-cell loss on the expert tumour masks")
     p.add_argument("--freeze-backbone", action="store_true", help="patch model: train the head only")
+    p.add_argument("--symmetry", action="store_true",
+                   help="patch model: the head also sees how each cell differs from its left-right mirror cell")
     p.add_argument("--head-depth", type=int, default=d.head_depth,
                    help="patch model: 3x3 context convolutions in the head")
     p.add_argument("--dense-units", type=int, default=d.dense_units,

@@ -6,6 +6,12 @@ context convolutions, then 1x1) gives each cell a tumour logit (a 15 x 15 map); 
 :class:`LSEPool`), then ``Dense(1, name="logit")`` and ``Activation("sigmoid", name="prob")`` as
 every model here. So the answer is "is there a tumour *somewhere*", and the cell map says where.
 
+Symmetry (``symmetry=True``): the backbone also runs on the left-right mirror image; at each cell the
+head sees the map of the image and beside it the absolute difference from the mirror image's map at
+that cell, which shows the mirror cell of the other hemisphere (:class:`Asymmetry`). A healthy brain
+is nearly symmetric in an axial or coronal slice whatever the scanner or sequence, and most tumours
+are one-sided, so the difference is a cue that carries across sources.
+
 Training signal (:func:`masked_bce`): the image label for every image, plus, where an expert mask
 exists (LGG, BraTS) or the slice has no tumour (every ``no`` slice), a per-cell target: the share of
 the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the image logit only
@@ -47,6 +53,19 @@ class LSEPool(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
+class Asymmetry(layers.Layer):
+    """[map of the image a, map of its mirror image b] -> concat(a, |a - b|) along channels."""
+
+    def call(self, inputs):
+        a, b = inputs
+        return ops.concatenate([a, ops.abs(a - b)], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        a = input_shapes[0]
+        return (*a[:-1], 2 * a[-1])
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
 def masked_bce(y_true, y_pred):
     """Per-cell binary cross-entropy on logits where the target is known: ``y_true[..., 0]`` the
     tumour share of the cell, ``y_true[..., 1]`` 1 where it is known, 0 where not."""
@@ -68,8 +87,11 @@ def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0) -> keras.
 
 
 def build(weights="default", image_size: int = 240, head_units: int = 64, dropout: float = 0.3,
-          lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42, head_depth: int = 0) -> keras.Model:
-    """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}."""
+          lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42, head_depth: int = 0,
+          symmetry: bool = False) -> keras.Model:
+    """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}.
+
+    ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`)."""
     keras.utils.set_random_seed(seed)
     full = networks.backbone_model("efficientnet_lite0", weights, (image_size, image_size, 3))
     trunk = keras.Model(full.input, full.get_layer(CUT).output, name="backbone")
@@ -78,9 +100,11 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
     else:
         trunk.trainable = False
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    x = networks.GreyToRGB(name="grey_to_rgb")(inputs)
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
-    x = trunk(x)
+    to_rgb, rescale = networks.GreyToRGB(name="grey_to_rgb"), layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
+    x = trunk(rescale(to_rgb(inputs)))
+    if symmetry:
+        mirror = trunk(rescale(to_rgb(networks.MirrorWidth(name="mirror")(inputs))))
+        x = Asymmetry(name="asymmetry")([x, mirror])
     cells = head(x.shape[1:], head_units, dropout, head_depth)(x)
     pooled = LSEPool(lse_r, name="lse_pool")(cells)
     logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
@@ -93,20 +117,28 @@ def answer_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("prob").output, name=model.name + "_answer")
 
 
-def split(model: keras.Model):
-    """(lower: image -> activations at FINE_TUNE_FROM, upper: activations -> outputs), sharing layers."""
+def lower(model: keras.Model) -> keras.Model:
+    """Image -> activations at ``FINE_TUNE_FROM`` (the frozen part), sharing the model's layers."""
     trunk = model.get_layer("backbone")
-    mid = trunk.get_layer(FINE_TUNE_FROM).output
-    lower_trunk, upper_trunk = keras.Model(trunk.input, mid), keras.Model(mid, trunk.output)
     inp = keras.Input(model.inputs[0].shape[1:], name="image_in")
     x = inp
     for name in ("grey_to_rgb", "rescale"):
         x = model.get_layer(name)(x)
-    lower = keras.Model(inp, lower_trunk(x), name="lower")
+    return keras.Model(inp, keras.Model(trunk.input, trunk.get_layer(FINE_TUNE_FROM).output)(x), name="lower")
+
+
+def split(model: keras.Model):
+    """(lower: image -> activations at FINE_TUNE_FROM, upper: activations -> outputs), sharing layers.
+
+    Not for the symmetric model, which trains with a frozen backbone only (its head takes two maps)."""
+    if "asymmetry" in {layer.name for layer in model.layers}:
+        raise ValueError("the symmetric patch model has no single upper part: it trains with a frozen backbone")
+    trunk = model.get_layer("backbone")
+    mid = trunk.get_layer(FINE_TUNE_FROM).output
     a = keras.Input(mid.shape[1:], name="activations_in")
-    cells = model.get_layer("patch_head")(upper_trunk(a))
+    cells = model.get_layer("patch_head")(keras.Model(mid, trunk.output)(a))
     prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
-    return lower, keras.Model(a, {"prob": prob, "patch_logit": cells}, name="upper")
+    return lower(model), keras.Model(a, {"prob": prob, "patch_logit": cells}, name="upper")
 
 
 def compile_upper(upper: keras.Model, lr: float = 3e-4, mask_weight: float = 1.0) -> keras.Model:

@@ -5,7 +5,9 @@ augmented view (:func:`bt_core.data.augment.views`, ``TrainConfig.views`` of the
 its activations are cached on disk by data fingerprint. Each fit then trains only the upper part
 (blocks 08-10, BatchNorm frozen, and the patch head) on the cached activations of its own training
 images and of their views, never on a view of a validation or test image. With ``freeze_backbone``
-blocks 08-10 run once too and only the head trains (about ten times faster on a CPU).
+blocks 08-10 run once too and only the head trains (about ten times faster on a CPU). With
+``symmetry`` (frozen backbone only) the mirror image of every image and view runs too (its own cache),
+and the head trains on the map beside its difference from the mirror's (:class:`bt_core.models.patch.Asymmetry`).
 
 Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
 give every (source family, class) pair the same share (``balance="source"``), batch 32, Adam 3e-4,
@@ -58,23 +60,28 @@ class PatchTrainer:
         all_masks = np.concatenate([masks, view_masks]) if cfg.views else masks
         self.cells = cfg.image_size // 16
         self.targets = cell_targets(all_masks, np.asarray(has_mask)[self.source], self.cells)
-        self.acts = self._activations(np.concatenate([ds.images, views]) if cfg.views else ds.images)
+        rows = np.concatenate([ds.images, views]) if cfg.views else ds.images
+        self.acts = self._activations(rows)
         if cfg.freeze_backbone:  # blocks 08-10 are frozen too: run them once, train the head alone
             self.acts = self._frozen_features(self.acts)
+        if cfg.symmetry:  # the map of each mirror image, at the same cells: the head sees |a - b| beside a
+            mirror = self._frozen_features(self._activations(rows[:, :, ::-1], "-mirror"))
+            self.acts = np.concatenate([self.acts, np.abs(self.acts - mirror)], axis=-1)
+            del mirror
         fam = ds.family_of()
         self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
 
-    def _activations(self, imgs: np.ndarray) -> np.ndarray:
+    def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
-               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else ""))
+               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "") + tag)
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
             acts = np.load(path)
             if len(acts) == len(imgs):
                 return acts
         self.report({"event": "features", "stage": "backbone activations (images and their views)", "n": len(imgs)})
-        lower, _ = patch.split(self.build())
+        lower = patch.lower(self.build())
         chunks = []
         for a in range(0, len(imgs), 512):
             x = prepare.as_batch(prepare.at_size(imgs[a:a + 512], cfg.image_size), 1, cfg.preprocess)
@@ -106,7 +113,7 @@ class PatchTrainer:
     def build(self) -> keras.Model:
         c = self.cfg
         return patch.build(c.backbone_weights, c.image_size, dropout=c.dropout, fine_tune=not c.freeze_backbone,
-                           seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units)
+                           seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units, symmetry=c.symmetry)
 
     def rows_of(self, idx) -> np.ndarray:
         """Rows (images and their views) of the images ``idx``."""

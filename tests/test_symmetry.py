@@ -1,0 +1,61 @@
+"""The patch model's symmetry option: the head sees each cell beside its difference from the mirror
+image's map (bt_core.models.patch.Asymmetry), in the full model and on the cached training path alike."""
+import keras
+import numpy as np
+import pytest
+
+from bt_core.config import TrainConfig
+from bt_core.data import sources
+from bt_core.errors import ConfigError
+from bt_core.models import patch
+from bt_core.models.patch_training import PatchTrainer
+from tests.test_sources import make_source
+
+
+def _asymmetry_map(model, x):
+    return keras.Model(model.inputs, model.get_layer("asymmetry").output).predict(x, verbose=0)
+
+
+def test_asymmetry_is_zero_for_a_mirror_symmetric_slice_and_not_for_a_one_sided_lesion():
+    model = patch.build(weights=None, image_size=64, seed=0, symmetry=True)
+    yy, xx = np.mgrid[:64, :64]
+    head = (np.hypot(yy - 32, xx - 31.5) < 26) * 120.0
+    lesion = head.copy()
+    lesion[np.hypot(yy - 30, xx - 18) < 6] = 250  # one-sided
+    x = np.stack([head, lesion]).astype(np.float32)[..., None]
+    maps = _asymmetry_map(model, x)
+    c = maps.shape[-1] // 2
+    assert maps.shape[1:3] == (4, 4) and c > 0
+    scale = np.abs(maps[..., :c]).max()  # untrained weights: small maps, so compare with their own size
+    assert np.abs(maps[0, ..., c:]).max() < 1e-3 * scale  # a symmetric head: no difference anywhere
+    assert np.abs(maps[1, ..., c:]).max() > 0.05 * scale
+    out = model.predict(x, verbose=0)
+    assert out["prob"].shape == (2, 1) and out["patch_logit"].shape == (2, 4, 4, 1)
+
+
+def test_cached_training_path_answers_as_the_saved_model_does(tmp_path):
+    a = make_source(tmp_path / "lgg_flair", patients=3, seed=1, masks=True)
+    b = make_source(tmp_path / "ixi_t1", patients=3, seed=2, classes=("no",))
+    specs = sources.specs_from([str(a), str(b)])
+    ds = sources.load_sources(specs, size=64)
+    cfg = TrainConfig(model="patch", backbone_weights=None, epochs=1, batch_size=8, lr=1e-3, image_size=64,
+                      views=1, freeze_backbone=True, symmetry=True, dropout=0.0).validate()
+    trainer = PatchTrainer(cfg, ds, *sources.load_masks(ds, specs))
+    assert trainer.acts.shape[1:] == (4, 4, 2 * 112)
+    model, hist = trainer.fit(np.arange(len(ds)))
+    assert len(hist["loss"]) == 1
+    cached = trainer.predict(model, np.arange(len(ds)))
+    path = tmp_path / "m.keras"
+    patch.answer_model(model).save(path)
+    loaded = keras.saving.load_model(path)
+    from bt_core.data import prepare
+
+    full = loaded.predict(prepare.as_batch(ds.images, 1, cfg.preprocess), verbose=0).reshape(-1)
+    np.testing.assert_allclose(cached, full, atol=2e-2)  # the cache holds float16 maps
+
+
+def test_symmetry_needs_the_patch_model_with_a_frozen_backbone():
+    with pytest.raises(ConfigError, match="symmetry"):
+        TrainConfig(model="patch", image_size=64, symmetry=True).validate()
+    with pytest.raises(ConfigError, match="symmetry"):
+        TrainConfig(model="compact_cnn", symmetry=True).validate()
