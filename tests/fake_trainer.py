@@ -32,10 +32,10 @@ p.add_argument("--preprocess", choices=["none", "percentile"], required=True)
 p.add_argument("--pooling", choices=["avg", "multiscale"])
 for opt in ("--views", "--dense-units", "--samples-per-epoch", "--head-depth"):  # given only when changed
     p.add_argument(opt, type=int)
-for opt in ("--dropout", "--mask-weight"):
+for opt in ("--dropout", "--mask-weight", "--strip-skull"):
     p.add_argument(opt, type=float)
 p.add_argument("--balance", choices=["none", "source"])
-for opt in ("--augment", "--mirror", "--freeze-backbone"):
+for opt in ("--augment", "--mirror", "--freeze-backbone", "--symmetry"):
     p.add_argument(opt, action="store_true")
 args = p.parse_args()
 if not args.data and not args.sources:

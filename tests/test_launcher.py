@@ -117,6 +117,9 @@ def test_allowed_roots(tmp_path):
     ({"head_depth": 2}, "head depth apply to the patch model only"),
     ({"freeze_backbone": True, "samples_per_epoch": 100, "model": "transfer"}, "samples per epoch and freeze backbone apply"),
     ({"model": "patch", "image_size": 120}, "multiple of 16"),
+    ({"symmetry": True}, "symmetry apply to the patch model only"),
+    ({"symmetry": True, "model": "patch", "image_size": 128}, "frozen backbone"),
+    ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):
     with pytest.raises(ConfigError, match=words) as err:
