@@ -13,7 +13,15 @@ from tests.test_sources import make_source
 
 
 def _asymmetry_map(model, x):
-    return keras.Model(model.inputs, model.get_layer("asymmetry").output).predict(x, verbose=0)
+    from bt_core.explain.gradcam_model import find_target_layer, split_chain
+
+    target, head, *_ = split_chain(model)
+    assert target is model.get_layer("backbone") == find_target_layer(model)  # a linear chain: Grad-CAM's map
+    inp = keras.Input(model.inputs[0].shape[1:])
+    y = inp
+    for layer in head:
+        y = layer(y)
+    return keras.Model(inp, y).predict(x, verbose=0)
 
 
 def test_asymmetry_is_zero_for_a_mirror_symmetric_slice_and_not_for_a_one_sided_lesion():
@@ -31,6 +39,12 @@ def test_asymmetry_is_zero_for_a_mirror_symmetric_slice_and_not_for_a_one_sided_
     assert np.abs(maps[1, ..., c:]).max() > 0.05 * scale
     out = model.predict(x, verbose=0)
     assert out["prob"].shape == (2, 1) and out["patch_logit"].shape == (2, 4, 4, 1)
+    from bt_core.explain import gradcam
+
+    answer = patch.answer_model(model)
+    heat, prob = gradcam.explain_with_prob(answer, x)  # Grad-CAM walks the chain through the symmetric backbone
+    assert heat.shape == (2, 64, 64) and np.isfinite(heat).all()
+    np.testing.assert_allclose(prob, out["prob"][:, 0], atol=1e-5)
 
 
 def test_cached_training_path_answers_as_the_saved_model_does(tmp_path):

@@ -8,7 +8,8 @@ every model here. So the answer is "is there a tumour *somewhere*", and the cell
 
 Symmetry (``symmetry=True``): the backbone also runs on the left-right mirror image; at each cell the
 head sees the map of the image and beside it the absolute difference from the mirror image's map at
-that cell, which shows the mirror cell of the other hemisphere (:class:`Asymmetry`). A healthy brain
+that cell, which shows the mirror cell of the other hemisphere (:class:`Asymmetry`, inside one nested
+"backbone" model, :func:`symmetric`). A healthy brain
 is nearly symmetric in an axial or coronal slice whatever the scanner or sequence, and most tumours
 are one-sided, so the difference is a cue that carries across sources.
 
@@ -30,6 +31,7 @@ from bt_core.models import networks
 CUT = "block10_add"
 FINE_TUNE_FROM = "block07_add"
 MAP_SIZE = 15  # cells per side at 240 px
+CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
@@ -94,22 +96,35 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
     ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`)."""
     keras.utils.set_random_seed(seed)
     full = networks.backbone_model("efficientnet_lite0", weights, (image_size, image_size, 3))
-    trunk = keras.Model(full.input, full.get_layer(CUT).output, name="backbone")
+    core = keras.Model(full.input, full.get_layer(CUT).output, name=CORE if symmetry else "backbone")
     if fine_tune:
-        networks.set_trainable_after(trunk, FINE_TUNE_FROM)
+        networks.set_trainable_after(core, FINE_TUNE_FROM)
     else:
-        trunk.trainable = False
+        core.trainable = False
+    trunk = symmetric(core) if symmetry else core
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    to_rgb, rescale = networks.GreyToRGB(name="grey_to_rgb"), layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
-    x = trunk(rescale(to_rgb(inputs)))
-    if symmetry:
-        mirror = trunk(rescale(to_rgb(networks.MirrorWidth(name="mirror")(inputs))))
-        x = Asymmetry(name="asymmetry")([x, mirror])
+    x = networks.GreyToRGB(name="grey_to_rgb")(inputs)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    x = trunk(x)
     cells = head(x.shape[1:], head_units, dropout, head_depth)(x)
     pooled = LSEPool(lse_r, name="lse_pool")(cells)
     logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
     prob = layers.Activation("sigmoid", name="prob")(logit)
     return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="patch_lite0")
+
+
+def symmetric(core: keras.Model) -> keras.Model:
+    """``concat(core(x), |core(x) - core(mirror(x))|)`` as one nested model named "backbone", so the
+    patch model stays a linear chain of layers (what Grad-CAM and the out-of-distribution check walk)."""
+    inp = keras.Input(core.input.shape[1:], name="symmetric_in")
+    mirror = core(networks.MirrorWidth(name="mirror")(inp))
+    return keras.Model(inp, Asymmetry(name="asymmetry")([core(inp), mirror]), name="backbone")
+
+
+def core_of(model: keras.Model) -> keras.Model:
+    """The Lite0 trunk (stem to block 10) inside the patch model, whether or not it is symmetric."""
+    trunk = model.get_layer("backbone")
+    return trunk.get_layer(CORE) if CORE in {layer.name for layer in trunk.layers} else trunk
 
 
 def answer_model(model: keras.Model) -> keras.Model:
@@ -119,7 +134,7 @@ def answer_model(model: keras.Model) -> keras.Model:
 
 def lower(model: keras.Model) -> keras.Model:
     """Image -> activations at ``FINE_TUNE_FROM`` (the frozen part), sharing the model's layers."""
-    trunk = model.get_layer("backbone")
+    trunk = core_of(model)
     inp = keras.Input(model.inputs[0].shape[1:], name="image_in")
     x = inp
     for name in ("grey_to_rgb", "rescale"):
@@ -131,7 +146,7 @@ def split(model: keras.Model):
     """(lower: image -> activations at FINE_TUNE_FROM, upper: activations -> outputs), sharing layers.
 
     Not for the symmetric model, which trains with a frozen backbone only (its head takes two maps)."""
-    if "asymmetry" in {layer.name for layer in model.layers}:
+    if core_of(model) is not model.get_layer("backbone"):
         raise ValueError("the symmetric patch model has no single upper part: it trains with a frozen backbone")
     trunk = model.get_layer("backbone")
     mid = trunk.get_layer(FINE_TUNE_FROM).output

@@ -93,7 +93,7 @@ class PatchTrainer:
         return acts
 
     def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
-        trunk = self.build().get_layer("backbone")
+        trunk = patch.core_of(self.build())
         mid = trunk.get_layer(patch.FINE_TUNE_FROM).output
         upper_trunk = keras.Model(mid, trunk.output)
         self.report({"event": "features", "stage": "frozen blocks 08-10", "n": len(acts)})
