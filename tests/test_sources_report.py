@@ -46,3 +46,15 @@ def test_loso_section_shows_how_much_a_reached_band_answers_on_the_fitting_sourc
     for r in rows:
         assert r[2] == "yes" and r[3].endswith("%") and float(r[3][:-1]) >= 10.0
     assert (tmp_path / "risk_coverage_run-x.png").is_file()
+
+
+def test_size_lines_give_sensitivity_by_tumour_size_per_source():
+    rows = {"lgg": [(1, 0.9, "lgg_flair", {"mask_px": "5000"}), (1, 0.2, "lgg_flair", {"mask_px": "5000"}),
+                    (1, 0.1, "lgg_flair", {"mask_px": "100"}), (0, 0.9, "lgg_flair", {"mask_px": "0"}),
+                    (1, 0.6, "lgg_t1c", {"mask_px": "1500"})],
+            "ixi": [(0, 0.1, "ixi_t1", {"plane": "ax"})]}
+    lines = report.size_lines(rows)
+    body = [ln for ln in lines if ln.startswith("| lgg")]
+    assert body == ["| lgg_flair | 0-300 | 1 | 0.0% |", "| lgg_flair | 3000 or more | 2 | 50.0% |",
+                    "| lgg_t1c | 1000-3000 | 1 | 100.0% |"]  # healthy slices and sources without masks are left out
+    assert report.size_lines({"ixi": rows["ixi"]}) == []

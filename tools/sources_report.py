@@ -78,7 +78,8 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
         lines.append(f"| {f} | " + " | ".join(pct(v) for v in pick) + " |")
     path = _risk_coverage_png(rec, fig_dir)
     lines += ["", f"![risk-coverage]({path.name})", ""]
-    lines += shortcut_lines(rec)
+    family_rows = held_out_rows(rec)
+    lines += shortcut_lines(family_rows) + size_lines(family_rows)
     return lines
 
 
@@ -119,19 +120,40 @@ def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
     return path
 
 
-def shortcut_lines(rec: dict) -> list[str]:
-    """Held-out figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
+def held_out_rows(rec: dict) -> dict[str, list[tuple]]:
+    """Per held-out family, (label, probability, source, metadata row) of each of its images."""
     from bt_core.data.sources import read_metadata
 
     meta = {s["name"]: read_metadata(Path(s["root"])) for s in rec["data"]["sources"] if Path(s["root"]).is_dir()}
     paths = rec["data"]["paths"]
+    return {f: [(y, p, s, meta.get(s, {}).get(paths[i].split("/", 1)[1] if "/" in paths[i] else paths[i], {}))
+                for i, y, p, s in zip(r["idx"], r["y"], r["prob"], r["source"])]
+            for f, r in rec["held_out"].items()}
+
+
+SIZE_BINS = ((0, 300), (300, 1000), (1000, 3000), (3000, None))  # tumour pixels in the source's own slice
+
+
+def size_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
+    """Sensitivity on held-out tumour slices by the expert mask's size (``mask_px``), per source."""
+    out = ["Where the missed tumours are (held-out tumour slices by the size of the expert mask, in pixels of the "
+           "source's own slice; sensitivity at 0.5):", "", "| source | tumour pixels | n | sensitivity |", "|---|---|---:|---:|"]
+    for rows in family_rows.values():
+        for s in dict.fromkeys(s for *_, s, m in rows if m.get("mask_px")):
+            for lo, hi in SIZE_BINS:
+                pp = np.asarray([p for y, p, src, m in rows if src == s and y == 1 and m.get("mask_px")
+                                 and lo <= float(m["mask_px"]) and (hi is None or float(m["mask_px"]) < hi)])
+                if len(pp):
+                    out.append(f"| {s} | {lo}-{hi} | {len(pp)} | {pct((pp >= .5).mean())} |" if hi else
+                               f"| {s} | {lo} or more | {len(pp)} | {pct((pp >= .5).mean())} |")
+    return out + [""] if len(out) > 4 else []
+
+
+def shortcut_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
+    """Held-out figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
     out = ["Shortcut checks (held-out predictions split by what a shortcut would use):", "",
            "| held-out family | split by | part | n | accuracy |", "|---|---|---|---:|---:|"]
-    for f, r in rec["held_out"].items():
-        rows = []
-        for i, y, p, s in zip(r["idx"], r["y"], r["prob"], r["source"]):
-            m = meta.get(s, {}).get(paths[i].split("/", 1)[1] if "/" in paths[i] else paths[i], {})
-            rows.append((y, p, s, m))
+    for f, rows in family_rows.items():
         if f == "lgg":  # position in the volume: LGG's no-tumour slices crowd the top and bottom quarters
             span = {}
             for y, p, s, m in rows:
