@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bt_core import runs  # noqa: E402
+from bt_core.config import PREPROCESS_CHOICES  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--behave", default="ok", choices=["ok", "sleep", "stubborn", "crash", "hang_in_save"])
@@ -28,7 +29,7 @@ for opt in ("--model", "--backbone", "--split", "--progress-file", "--out"):
 for opt in ("--epochs", "--folds", "--batch-size", "--image-size", "--seed", "--head-pool", "--degrade-copies"):
     p.add_argument(opt, type=int, required=True)
 p.add_argument("--lr", type=float, required=True)
-p.add_argument("--preprocess", choices=["none", "percentile"], required=True)
+p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, required=True)
 p.add_argument("--pooling", choices=["avg", "multiscale"])
 for opt in ("--views", "--dense-units", "--samples-per-epoch", "--head-depth"):  # given only when changed
     p.add_argument(opt, type=int)
