@@ -68,6 +68,23 @@ def test_cached_training_path_answers_as_the_saved_model_does(tmp_path):
     np.testing.assert_allclose(cached, full, atol=2e-2)  # the cache holds float16 maps
 
 
+def test_out_of_distribution_features_of_the_symmetric_model_are_the_image_channels_only():
+    from bt_core.evaluation import ood
+
+    model = patch.build(weights=None, image_size=64, seed=0, symmetry=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)
+    feats = ood.feature_model(model, "backbone").predict(x, verbose=0)
+    inp = keras.Input((64, 64, 1))
+    y = model.get_layer("rescale")(model.get_layer("grey_to_rgb")(inp))
+    own = keras.Model(inp, patch.core_of(model)(y)).predict(x, verbose=0).mean((1, 2))
+    assert feats.shape == (2, 112)
+    np.testing.assert_allclose(feats, own, rtol=1e-4, atol=1e-7)
+    maps = keras.Model(inp, model.get_layer("backbone")(y)).predict(x, verbose=0)  # what Grad-CAM's pass returns
+    np.testing.assert_allclose(ood.pool_map(model.get_layer("backbone"), maps), feats, rtol=1e-4, atol=1e-7)
+    plain = patch.build(weights=None, image_size=64, seed=0)
+    assert ood.feature_model(plain, "backbone").output.shape[-1] == 112  # the plain model's map as it was
+
+
 def test_symmetry_needs_the_patch_model_with_a_frozen_backbone():
     with pytest.raises(ConfigError, match="symmetry"):
         TrainConfig(model="patch", image_size=64, symmetry=True).validate()

@@ -9,7 +9,10 @@ training data are flagged; scores on the training images themselves would be opt
 A second detector of the same kind on simple image statistics (:func:`image_statistics`) catches
 blank images, text and gradients; an image is flagged when either detector flags it (each at the
 0.995 quantile, so about 1% of training-like images together). Arrays are stored beside the run in
-``ood.npz`` and ``ood_stats.npz``; ``run.json`` keeps the layer and thresholds.
+``ood.npz`` and ``ood_stats.npz``; ``run.json`` keeps the layer and thresholds. For the patch model
+the features are the channel means of its backbone's map; of the symmetric one's, only the image's own
+channels (:class:`bt_core.models.patch.ImageChannels`): its asymmetry channels are near zero for any
+symmetric picture, a head phantom included, and let such a picture pass.
 """
 from __future__ import annotations
 
@@ -104,8 +107,21 @@ def feature_model(model, layer: str, with_output: bool = False):
     # a nested Model's own ``.output`` lives in its inner graph: take its output in this model's graph
     features = found._inbound_nodes[-1].output_tensors[0] if isinstance(found, keras.Model) else found.output
     if len(features.shape) == 4:  # a feature map (the patch model's backbone): its channel means
+        from bt_core.models import patch
+
+        if patch.is_symmetric(found):  # the image's own map: the |a - b| half is near zero for anything symmetric
+            features = patch.ImageChannels(name=f"{layer}_image")(features)
         features = keras.layers.GlobalAveragePooling2D(name=f"{layer}_mean")(features)
     return keras.Model(model.inputs, [model.output, features] if with_output else features)
+
+
+def pool_map(layer, maps) -> np.ndarray:
+    """The (N, H, W, C) map of ``layer`` (e.g. from Grad-CAM's pass) -> the features :func:`feature_model`
+    gives: its channel means, of the image's own channels for the symmetric backbone."""
+    from bt_core.models import patch
+
+    maps = np.asarray(maps, np.float64)
+    return (maps[..., : maps.shape[-1] // 2] if patch.is_symmetric(layer) else maps).mean((1, 2))
 
 
 def held_out_threshold(features: np.ndarray, labels: np.ndarray, folds, quantile: float = 0.99,

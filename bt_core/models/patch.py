@@ -68,6 +68,22 @@ class Asymmetry(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
+class ImageChannels(layers.Layer):
+    """The first half of the channels of an :class:`Asymmetry` map: the image's own features."""
+
+    def call(self, x):
+        return x[..., : x.shape[-1] // 2]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] // 2)
+
+
+def is_symmetric(layer) -> bool:
+    """Whether ``layer`` is the symmetric backbone (:func:`symmetric`), whose map ends in |a - b| channels."""
+    return isinstance(layer, keras.Model) and "asymmetry" in {sub.name for sub in layer.layers}
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
 def masked_bce(y_true, y_pred):
     """Per-cell binary cross-entropy on logits where the target is known: ``y_true[..., 0]`` the
     tumour share of the cell, ``y_true[..., 1]`` 1 where it is known, 0 where not."""

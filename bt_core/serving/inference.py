@@ -229,7 +229,8 @@ class Predictor:
     def _answers(self, names, thr, resized, raw, feats) -> list[Answer]:
         prob = self._calibrated(raw)
         if feats is not None and np.ndim(feats) == 4:  # a feature map: its channel means, as the detector was fitted
-            feats = np.asarray(feats, np.float64).mean((1, 2))
+            from bt_core.evaluation.ood import pool_map
+            feats = pool_map(self.model.get_layer(self.record["ood"]["layer"]), feats)
         flags = scores = reasons = [None] * len(prob)
         if self.ood is not None:  # score: distance over threshold, the larger of the two; > 1 is flagged
             scores = self.ood.score(np.asarray(feats, np.float64)) / self.ood.threshold
