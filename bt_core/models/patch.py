@@ -140,7 +140,7 @@ def symmetric(core: keras.Model) -> keras.Model:
 def core_of(model: keras.Model) -> keras.Model:
     """The Lite0 trunk (stem to block 10) inside the patch model, whether or not it is symmetric."""
     trunk = model.get_layer("backbone")
-    return trunk.get_layer(CORE) if CORE in {layer.name for layer in trunk.layers} else trunk
+    return trunk.get_layer(CORE) if is_symmetric(trunk) else trunk
 
 
 def answer_model(model: keras.Model) -> keras.Model:

@@ -80,7 +80,8 @@ class PatchTrainer:
             acts = np.load(path)
             if len(acts) == len(imgs):
                 return acts
-        self.report({"event": "features", "stage": "backbone activations (images and their views)", "n": len(imgs)})
+        what = "mirror images of the images and their views" if tag else "images and their views"
+        self.report({"event": "features", "stage": f"backbone activations ({what})", "n": len(imgs)})
         lower = patch.lower(self.build())
         chunks = []
         for a in range(0, len(imgs), 512):
