@@ -82,7 +82,7 @@ class PatchTrainer:
                 return acts
         what = "mirror images of the images and their views" if tag else "images and their views"
         self.report({"event": "features", "stage": f"backbone activations ({what})", "n": len(imgs)})
-        lower = patch.lower(self.build())
+        lower = patch.lower(self._frozen_model())
         chunks = []
         for a in range(0, len(imgs), 512):
             x = prepare.as_batch(prepare.at_size(imgs[a:a + 512], cfg.image_size), 1, cfg.preprocess)
@@ -94,7 +94,7 @@ class PatchTrainer:
         return acts
 
     def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
-        trunk = patch.core_of(self.build())
+        trunk = patch.core_of(self._frozen_model())
         mid = trunk.get_layer(patch.FINE_TUNE_FROM).output
         upper_trunk = keras.Model(mid, trunk.output)
         self.report({"event": "features", "stage": "frozen blocks 08-10", "n": len(acts)})
@@ -110,6 +110,12 @@ class PatchTrainer:
         cells = model.get_layer("patch_head")(a)
         prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
         return keras.Model(a, {"prob": prob, "patch_logit": cells}, name="head")
+
+    def _frozen_model(self) -> keras.Model:
+        """One built model whose frozen layers the feature passes run (built once, not once per pass)."""
+        if getattr(self, "_frozen", None) is None:
+            self._frozen = self.build()
+        return self._frozen
 
     def build(self) -> keras.Model:
         c = self.cfg
