@@ -55,6 +55,7 @@ class PatchTrainer:
     def __init__(self, cfg: TrainConfig, ds: folders.Dataset, masks: np.ndarray, has_mask: np.ndarray,
                  progress: Progress | None = None):
         self.cfg, self.ds, self.report = cfg, ds, progress or (lambda e: None)
+        self._template: keras.Model | None = None  # built on the first feature pass that needs one
         views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks, cfg.strip_skull)
         self.source = np.concatenate([np.arange(len(ds)), self.view_source])
         all_masks = np.concatenate([masks, view_masks]) if cfg.views else masks
@@ -82,7 +83,7 @@ class PatchTrainer:
                 return acts
         what = "mirror images of the images and their views" if tag else "images and their views"
         self.report({"event": "features", "stage": f"backbone activations ({what})", "n": len(imgs)})
-        lower = patch.lower(self._frozen_model())
+        lower = patch.lower(self._feature_model())
         chunks = []
         for a in range(0, len(imgs), 512):
             x = prepare.as_batch(prepare.at_size(imgs[a:a + 512], cfg.image_size), 1, cfg.preprocess)
@@ -94,7 +95,7 @@ class PatchTrainer:
         return acts
 
     def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
-        trunk = patch.core_of(self._frozen_model())
+        trunk = patch.core_of(self._feature_model())
         mid = trunk.get_layer(patch.FINE_TUNE_FROM).output
         upper_trunk = keras.Model(mid, trunk.output)
         self.report({"event": "features", "stage": "frozen blocks 08-10", "n": len(acts)})
@@ -111,11 +112,11 @@ class PatchTrainer:
         prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
         return keras.Model(a, {"prob": prob, "patch_logit": cells}, name="head")
 
-    def _frozen_model(self) -> keras.Model:
-        """One built model whose frozen layers the feature passes run (built once, not once per pass)."""
-        if getattr(self, "_frozen", None) is None:
-            self._frozen = self.build()
-        return self._frozen
+    def _feature_model(self) -> keras.Model:
+        """One built model whose lower layers the feature passes run (built once, not once per pass)."""
+        if self._template is None:
+            self._template = self.build()
+        return self._template
 
     def build(self) -> keras.Model:
         c = self.cfg
