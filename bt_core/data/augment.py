@@ -22,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 from bt_core.data import degrade
+from bt_core.data.prepare import FOREGROUND
 
 
 def _geometry(rng: np.random.Generator, size: int) -> dict:
@@ -63,7 +64,7 @@ def strip_skull(im: np.ndarray, rim: float = 0.12) -> np.ndarray:
     head's radius: scalp and skull). The head is the largest bright region with its holes filled; an
     image without one comes back unchanged."""
     im = np.asarray(im, np.uint8)
-    head = im > max(12.0, 0.1 * float(np.percentile(im, 99)))
+    head = im > max(float(FOREGROUND), 0.1 * float(np.percentile(im, 99)))
     labels, n = ndimage.label(head)
     if not n:
         return im
