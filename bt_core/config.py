@@ -55,6 +55,7 @@ class TrainConfig:
     # several sources (bt_core.data.sources) and the patch model (bt_core.models.patch)
     views: int = 0  # K random augmented views of each training image (bt_core.data.augment), 0: none
     strip_skull: float = 0.0  # share of those views that are skull-stripped (bt_core.data.augment.strip_skull)
+    synth_lesions: float = 0.0  # patch model: share of the no-tumour views given a synthetic lesion (bt_core.data.lesions)
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
     samples_per_epoch: int = 0  # rows drawn per epoch (0: every training row once)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
@@ -88,6 +89,9 @@ class TrainConfig:
             (isinstance(self.views, int) and 0 <= self.views <= 8, "views must be a whole number from 0 to 8"),
             (0.0 <= self.strip_skull <= 1.0, "strip_skull must be a share from 0 to 1"),
             (self.strip_skull == 0.0 or self.views > 0, "strip_skull needs views (it is a share of the augmented views)"),
+            (0.0 <= self.synth_lesions <= 1.0, "synth_lesions must be a share from 0 to 1"),
+            (self.synth_lesions == 0.0 or (self.views > 0 and self.model == "patch"),
+             "synth_lesions needs the patch model and views (it is a share of the no-tumour views)"),
             (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),

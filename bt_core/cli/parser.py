@@ -26,6 +26,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "gamma, contrast, bias field, blur, noise, resolution, JPEG)")
     p.add_argument("--strip-skull", type=float, default=d.strip_skull, metavar="P",
                    help="skull-strip this share of the views (black out the head's rim, as in BraTS)")
+    p.add_argument("--synth-lesions", type=float, default=d.synth_lesions, metavar="P",
+                   help="patch model: draw a synthetic lesion (with its mask) into this share of the no-tumour views")
     p.add_argument("--balance", default=d.balance, choices=("none", "source"),
                    help="source: every (source family, class) pair weighs the same in training")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from bt_core.config import TrainConfig
-from bt_core.data import augment, folders, prepare
+from bt_core.data import augment, folders, lesions, prepare
 from bt_core.models import patch
 
 Progress = Callable[[dict], None]
@@ -58,9 +58,19 @@ class PatchTrainer:
         self._template: keras.Model | None = None  # built on the first feature pass that needs one
         views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks, cfg.strip_skull)
         self.source = np.concatenate([np.arange(len(ds)), self.view_source])
+        self.labels = np.asarray(ds.labels)[self.source].astype(np.float32)  # per row: a drawn lesion makes it 1
+        known = np.asarray(has_mask)[self.source].copy()
+        drawn = np.zeros(len(self.source), bool)
+        if cfg.synth_lesions:
+            views, lesion_masks, drawn[len(ds):] = lesions.implant_views(views, ds.labels[self.view_source],
+                                                                         cfg.synth_lesions, cfg.seed)
+            hit = drawn[len(ds):]
+            if hit.any():
+                view_masks[hit] = prepare.at_size(lesion_masks[hit], view_masks.shape[1])
+            self.labels[drawn], known[drawn] = 1.0, True
         all_masks = np.concatenate([masks, view_masks]) if cfg.views else masks
         self.cells = cfg.image_size // 16
-        self.targets = cell_targets(all_masks, np.asarray(has_mask)[self.source], self.cells)
+        self.targets = cell_targets(all_masks, known, self.cells)
         rows = np.concatenate([ds.images, views]) if cfg.views else ds.images
         self.acts = self._activations(rows)
         if cfg.freeze_backbone:  # blocks 08-10 are frozen too: run them once, train the head alone
@@ -70,12 +80,14 @@ class PatchTrainer:
             self.acts = np.concatenate([self.acts, np.abs(self.acts - mirror)], axis=-1)
             del mirror
         fam = ds.family_of()
-        self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
+        self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str)).astype(object)
+        self.keys[drawn] = "synthetic|1"  # drawn lesions weigh as one more (source, class) pair
 
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
-               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "") + tag)
+               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "")
+               + (f"-lesion{cfg.synth_lesions:g}" if cfg.synth_lesions else "") + tag)
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
             acts = np.load(path)
@@ -135,7 +147,7 @@ class PatchTrainer:
         upper = self._upper(model)
         patch.compile_upper(upper, cfg.lr, cfg.mask_weight)
         rows = self.rows_of(idx)
-        y = self.ds.labels[self.source].astype(np.float32)
+        y = self.labels
         w = balance_weights(self.keys[rows]) if cfg.balance == "source" else np.ones(len(rows))
         rng = np.random.default_rng(cfg.seed)
         n = min(cfg.samples_per_epoch or len(rows), len(rows))
