@@ -65,7 +65,8 @@ FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "tr
              "degrade_copies": "train_degrade", "views": "train_views", "balance": "train_balance",
              "dense_units": "train_dense", "dropout": "train_dropout", "samples_per_epoch": "train_samples",
              "mask_weight": "train_mask_weight", "freeze_backbone": "train_freeze", "head_depth": "train_head_depth",
-             "strip_skull": "train_strip", "symmetry": "train_symmetry"}
+             "strip_skull": "train_strip", "symmetry": "train_symmetry",
+             "synth_lesions": "train_lesions"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -160,9 +161,12 @@ def _form(folders: list[str]) -> None:
                             key="train_mask_weight")
             c3.number_input("Patch: head context convolutions", *launcher.RANGES["head_depth"], key="train_head_depth")
             c4.checkbox("Patch: train the head only", key="train_freeze", help="`--freeze-backbone`")
-            c1, c2 = st.columns(2)
+            c1, c2, c3 = st.columns(3)
             c1.number_input("Share of the views skull-stripped", *launcher.FLOAT_RANGES["strip_skull"], step=0.1,
                             key="train_strip", help="`--strip-skull P`: views that look like skull-stripped scans (BraTS).")
+            c3.number_input("Patch: share of no-tumour views with a synthetic lesion",
+                            *launcher.FLOAT_RANGES["synth_lesions"], step=0.1, key="train_lesions",
+                            help="`--synth-lesions P`: tumour-like lesions of any size, with exact masks.")
             c2.checkbox("Patch: symmetry features (each cell beside its mirror cell)", key="train_symmetry",
                         help="`--symmetry`, with a frozen backbone: one-sided lesions stand out.")
         c1, c2 = st.columns(2)

@@ -119,6 +119,8 @@ def test_allowed_roots(tmp_path):
     ({"model": "patch", "image_size": 120}, "multiple of 16"),
     ({"symmetry": True}, "symmetry apply to the patch model only"),
     ({"symmetry": True, "model": "patch", "image_size": 128}, "frozen backbone"),
+    ({"synth_lesions": 0.5}, "synth lesions apply to the patch model only"),
+    ({"synth_lesions": 0.5, "model": "patch", "image_size": 128}, "synth_lesions needs"),
     ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):

@@ -12,6 +12,7 @@
 - :mod:`~bt_core.data.splits`: splitters that return index arrays (random, group-aware).
 - :mod:`~bt_core.data.degrade`, :mod:`~bt_core.data.augment`: degradations that imitate other scanners,
   augmented views for training (both through ``degrade.seeded_copies``).
+- :mod:`~bt_core.data.lesions`: synthetic tumour-like lesions with exact masks, drawn into no-tumour views.
 
 The names most callers need are re-exported here (``bt_core.data.load_folder``, ``bt_core.data.as_batch``).
 """
