@@ -56,6 +56,7 @@ class TrainConfig:
     views: int = 0  # K random augmented views of each training image (bt_core.data.augment), 0: none
     strip_skull: float = 0.0  # share of those views that are skull-stripped (bt_core.data.augment.strip_skull)
     synth_lesions: float = 0.0  # patch model: share of the no-tumour views given a synthetic lesion (bt_core.data.lesions)
+    lesion_weight: float = 1.0  # weight of those rows together, as a share of one (source family, class) pair's
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
     samples_per_epoch: int = 0  # rows drawn per epoch (0: every training row once)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
@@ -90,6 +91,7 @@ class TrainConfig:
             (0.0 <= self.strip_skull <= 1.0, "strip_skull must be a share from 0 to 1"),
             (self.strip_skull == 0.0 or self.views > 0, "strip_skull needs views (it is a share of the augmented views)"),
             (0.0 <= self.synth_lesions <= 1.0, "synth_lesions must be a share from 0 to 1"),
+            (0.0 < self.lesion_weight <= 10.0, "lesion_weight must be above 0 and at most 10"),
             (self.synth_lesions == 0.0 or (self.views > 0 and self.model == "patch"),
              "synth_lesions needs the patch model and views (it is a share of the no-tumour views)"),
             (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),

@@ -66,7 +66,7 @@ FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "tr
              "dense_units": "train_dense", "dropout": "train_dropout", "samples_per_epoch": "train_samples",
              "mask_weight": "train_mask_weight", "freeze_backbone": "train_freeze", "head_depth": "train_head_depth",
              "strip_skull": "train_strip", "symmetry": "train_symmetry",
-             "synth_lesions": "train_lesions"}
+             "synth_lesions": "train_lesions", "lesion_weight": "train_lesion_weight"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -167,6 +167,9 @@ def _form(folders: list[str]) -> None:
             c3.number_input("Patch: share of no-tumour views with a synthetic lesion",
                             *launcher.FLOAT_RANGES["synth_lesions"], step=0.1, key="train_lesions",
                             help="`--synth-lesions P`: tumour-like lesions of any size, with exact masks.")
+            c3.number_input("Patch: weight of the synthetic lesions", *launcher.FLOAT_RANGES["lesion_weight"], step=0.1,
+                            key="train_lesion_weight",
+                            help="`--lesion-weight W`: W times one source family and class (with balance by source).")
             c2.checkbox("Patch: symmetry features (each cell beside its mirror cell)", key="train_symmetry",
                         help="`--symmetry`, with a frozen backbone: one-sided lesions stand out.")
         c1, c2 = st.columns(2)

@@ -33,7 +33,7 @@ p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, required=True)
 p.add_argument("--pooling", choices=["avg", "multiscale"])
 for opt in ("--views", "--dense-units", "--samples-per-epoch", "--head-depth"):  # given only when changed
     p.add_argument(opt, type=int)
-for opt in ("--dropout", "--mask-weight", "--strip-skull", "--synth-lesions"):
+for opt in ("--dropout", "--mask-weight", "--strip-skull", "--synth-lesions", "--lesion-weight"):
     p.add_argument(opt, type=float)
 p.add_argument("--balance", choices=["none", "source"])
 for opt in ("--augment", "--mirror", "--freeze-backbone", "--symmetry"):

@@ -163,7 +163,7 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     cfg = {"model": "patch", "epochs": 8, "lr": 3e-4, "seed": 1, "image_size": 128, "preprocess": "percentile",
            "dropout": 0.3, "dense_units": 128, "views": 1, "balance": "source", "samples_per_epoch": 12000,
            "mask_weight": 2.0, "freeze_backbone": True, "head_depth": 2, "strip_skull": 0.5, "symmetry": True,
-           "synth_lesions": 0.25}
+           "synth_lesions": 0.25, "lesion_weight": 0.3}
     runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-patch")
     (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-patch"}))
     monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
@@ -181,12 +181,13 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.number_input(key="train_mask_weight").value == pytest.approx(2.0) and at.checkbox(key="train_freeze").value
     assert at.number_input(key="train_strip").value == pytest.approx(0.5) and at.checkbox(key="train_symmetry").value
     assert at.number_input(key="train_lesions").value == pytest.approx(0.25)
+    assert at.number_input(key="train_lesion_weight").value == pytest.approx(0.3)
     at.button(key="train_preview").click().run()
     assert not at.exception and not at.error, texts(at)
     command = at.code[0].value
     for part in ("--model patch", "--views 1", "--balance source", "--dense-units 128", "--dropout 0.3",
                  "--samples-per-epoch 12000", "--mask-weight 2.0", "--head-depth 2", "--freeze-backbone",
-                 "--strip-skull 0.5", "--synth-lesions 0.25", "--symmetry"):
+                 "--strip-skull 0.5", "--synth-lesions 0.25", "--lesion-weight 0.3", "--symmetry"):
         assert part in command, (part, command)
     at.button(key="train_start").click().run()
     assert not at.exception and "Started job" in at.success[0].value
@@ -202,6 +203,7 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.checkbox(key="train_freeze").value is False and at.number_input(key="train_head_depth").value == 0
     assert at.checkbox(key="train_symmetry").value is False and at.number_input(key="train_strip").value == 0
     assert at.number_input(key="train_lesions").value == 0
+    assert at.number_input(key="train_lesion_weight").value == pytest.approx(1.0)
 
 
 def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch):

@@ -72,14 +72,14 @@ def test_implant_views_draws_into_the_share_of_no_tumour_views_asked_for_and_is_
 def test_synth_lesions_option_is_checked():
     assert TrainConfig(model="patch", image_size=64, views=1, synth_lesions=0.5).validate().synth_lesions == 0.5
     for bad in ({"views": 0, "synth_lesions": 0.5}, {"views": 1, "synth_lesions": 2.0},
-                {"model": "compact_cnn", "views": 1, "synth_lesions": 0.5}):
-        with pytest.raises(ConfigError, match="synth_lesions"):
+                {"model": "compact_cnn", "views": 1, "synth_lesions": 0.5}, {"lesion_weight": 0.0}):
+        with pytest.raises(ConfigError, match="synth_lesions|lesion_weight"):
             TrainConfig(**({"model": "patch", "image_size": 64} | bad)).validate()
 
 
 def test_patch_trainer_trains_drawn_lesions_as_tumours_with_their_masks(tmp_path):
     from bt_core.data import sources
-    from bt_core.models.patch_training import PatchTrainer
+    from bt_core.models.patch_training import SYNTHETIC, PatchTrainer
     from tests.test_sources import make_source
 
     a = make_source(tmp_path / "lgg_flair", patients=3, seed=1)
@@ -87,15 +87,18 @@ def test_patch_trainer_trains_drawn_lesions_as_tumours_with_their_masks(tmp_path
     specs = sources.specs_from([str(a), str(b)])
     ds = sources.load_sources(specs, size=64)
     cfg = TrainConfig(model="patch", backbone_weights=None, epochs=1, batch_size=8, image_size=64, views=1,
-                      synth_lesions=1.0, freeze_backbone=True).validate()
+                      synth_lesions=1.0, freeze_backbone=True, balance="source", lesion_weight=0.5).validate()
     trainer = PatchTrainer(cfg, ds, *sources.load_masks(ds, specs))
     n = len(ds)
     views = np.arange(n, len(trainer.source))
     no_view = views[ds.labels[trainer.source[views]] == 0]
-    drawn = no_view[trainer.keys[no_view] == "synthetic|1"]
+    drawn = no_view[trainer.keys[no_view] == SYNTHETIC]
     assert len(drawn) > 0.8 * len(no_view)  # nearly every no-tumour view got one (blank ones cannot)
     assert (trainer.labels[drawn] == 1).all() and (trainer.labels[:n] == ds.labels).all()
     t = trainer.targets[drawn]
     assert (t[..., 1] == 1).all() and (t[..., 0].max(axis=(1, 2)) > 0).all()  # known cells, with the lesion in them
+    w = trainer.row_weights(np.arange(len(trainer.source)))
+    pair = w[trainer.keys == "lgg|1"].sum()  # one (source family, class) pair's total weight
+    assert pair > 0 and w[trainer.keys == SYNTHETIC].sum() == pytest.approx(0.5 * pair)
     model, hist = trainer.fit(np.arange(n))
     assert np.isfinite(hist["loss"]).all()

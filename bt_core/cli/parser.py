@@ -28,6 +28,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="skull-strip this share of the views (black out the head's rim, as in BraTS)")
     p.add_argument("--synth-lesions", type=float, default=d.synth_lesions, metavar="P",
                    help="patch model: draw a synthetic lesion (with its mask) into this share of the no-tumour views")
+    p.add_argument("--lesion-weight", type=float, default=d.lesion_weight, metavar="W",
+                   help="patch model: the drawn lesions weigh W times one (source family, class) pair (with --balance source)")
     p.add_argument("--balance", default=d.balance, choices=("none", "source"),
                    help="source: every (source family, class) pair weighs the same in training")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")

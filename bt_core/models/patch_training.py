@@ -12,6 +12,9 @@ and the head trains on the map beside its difference from the mirror's (:class:`
 Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
 give every (source family, class) pair the same share (``balance="source"``), batch 32, Adam 3e-4,
 mask-loss weight 1. Cell targets come from the expert masks (:func:`bt_core.data.sources.load_masks`).
+With ``synth_lesions`` P, a share P of the views of no-tumour images carry a drawn lesion
+(:mod:`bt_core.data.lesions`) and train as tumours with its mask; together they weigh ``lesion_weight``
+times one (source family, class) pair.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from bt_core.data import augment, folders, lesions, prepare
 from bt_core.models import patch
 
 Progress = Callable[[dict], None]
+SYNTHETIC = "synthetic|1"  # the balance key of the views with a drawn lesion (bt_core.data.lesions)
 
 
 def balance_weights(keys: np.ndarray) -> np.ndarray:
@@ -81,7 +85,7 @@ class PatchTrainer:
             del mirror
         fam = ds.family_of()
         self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str)).astype(object)
-        self.keys[drawn] = "synthetic|1"  # drawn lesions weigh as one more (source, class) pair
+        self.keys[drawn] = SYNTHETIC  # drawn lesions weigh as one more (source, class) pair, times lesion_weight
 
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
@@ -139,6 +143,13 @@ class PatchTrainer:
         """Rows (images and their views) of the images ``idx``."""
         return np.flatnonzero(np.isin(self.source, np.asarray(idx)))
 
+    def row_weights(self, rows) -> np.ndarray:
+        """Sampling weights of ``rows``: every (source family, class) pair alike with ``balance="source"``,
+        the drawn lesions ``lesion_weight`` times that."""
+        keys = self.keys[np.asarray(rows)]
+        w = balance_weights(keys) if self.cfg.balance == "source" else np.ones(len(keys))
+        return np.where(keys == SYNTHETIC, w * self.cfg.lesion_weight, w)
+
     def fit(self, idx, stage: str = "fit", val_idx=None):
         """Train a fresh patch model on the images ``idx`` and their views -> (full model, history)."""
         cfg = self.cfg
@@ -148,7 +159,7 @@ class PatchTrainer:
         patch.compile_upper(upper, cfg.lr, cfg.mask_weight)
         rows = self.rows_of(idx)
         y = self.labels
-        w = balance_weights(self.keys[rows]) if cfg.balance == "source" else np.ones(len(rows))
+        w = self.row_weights(rows)
         rng = np.random.default_rng(cfg.seed)
         n = min(cfg.samples_per_epoch or len(rows), len(rows))
         hist: dict[str, list] = {}

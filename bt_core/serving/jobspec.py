@@ -3,7 +3,7 @@
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
 seed 42) with the leak-free group split, and :class:`bt_core.config.TrainConfig`'s for the options of the
 six-source runs (``views``, ``strip_skull``, ``balance``, ``dense_units``, ``dropout``, and the patch model's
-``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``, ``symmetry``, ``synth_lesions``), which reach the command line
+``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``, ``symmetry``, ``synth_lesions``, ``lesion_weight``), which reach the command line
 only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
 the others. The data is one or more labelled sources: ``data_dir`` and
 ``data_dirs`` (a ``--data`` option each) and/or ``sources_file`` (``--sources``, a TOML file of
@@ -34,12 +34,12 @@ RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image
           "head_pool": (0, 16), "degrade_copies": (0, 8), "views": (0, 8), "dense_units": (1, 4096),
           "samples_per_epoch": (0, 10**7), "head_depth": (0, 4)}
 FLOAT_RANGES = {"lr": (1e-6, 0.1), "mask_weight": (0.0, 100.0), "dropout": (0.0, 0.99), "strip_skull": (0.0, 1.0),
-                "synth_lesions": (0.0, 1.0)}  # TrainConfig: dropout < 1
+                "synth_lesions": (0.0, 1.0), "lesion_weight": (0.01, 10.0)}  # TrainConfig: dropout < 1
 LR_RANGE = FLOAT_RANGES["lr"]
 ALWAYS = ("epochs", "folds", "batch_size", "image_size", "seed", "head_pool", "degrade_copies")  # always on the command
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
 PATCH_ONLY = {k: getattr(_D, k) for k in ("samples_per_epoch", "mask_weight", "freeze_backbone", "head_depth", "symmetry",
-                                         "synth_lesions")}
+                                         "synth_lesions", "lesion_weight")}
 WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "strip_skull", "balance", "dense_units", "dropout")} | PATCH_ONLY
 MODEL_ONLY = {"transfer": TRANSFER_ONLY, "patch": PATCH_ONLY}
 BARE = ("augment", "mirror", "freeze_backbone", "symmetry")  # store_true flags: a bare --flag when true
@@ -80,6 +80,7 @@ class JobSpec:
     strip_skull: float = _D.strip_skull  # share of the views that are skull-stripped (bt_core.data.augment)
     symmetry: bool = _D.symmetry  # patch only: the head also sees each cell's difference from its mirror cell
     synth_lesions: float = _D.synth_lesions  # patch only: share of no-tumour views given a synthetic lesion
+    lesion_weight: float = _D.lesion_weight  # patch only: their weight, times one (source family, class) pair's
 
     def folders(self) -> list[str]:
         """The source folders given, in order: ``data_dir``, then ``data_dirs``."""
