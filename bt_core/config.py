@@ -58,7 +58,7 @@ class TrainConfig:
     synth_lesions: float = 0.0  # patch model: share of the no-tumour views given a synthetic lesion (bt_core.data.lesions)
     lesion_weight: float = 1.0  # weight of those rows together, as a share of one (source family, class) pair's
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
-    samples_per_epoch: int = 0  # rows drawn per epoch (0: every training row once)
+    samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep blocks 08-10 frozen too (head only)
     head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)

@@ -197,3 +197,17 @@ def test_calibrated_patch_run_names_the_plane_and_abstains_with_a_reason(tmp_pat
     pred.record["abstain"] = {"low": 0.0, "high": 1.0}
     assert all(a.ood for a in pred.answer(imgs))
     assert any(a.reason == inference.REASON_UNCERTAIN or a.reason.startswith("a coronal") for a in pred.answer(imgs))
+
+
+def test_balanced_draws_hold_for_a_training_set_smaller_than_an_epoch():
+    from bt_core.models.patch_training import balance_weights, draw_rows
+
+    keys = np.array(["a|0"] * 90 + ["b|0"] * 10)
+    rows, w = np.arange(100), balance_weights(keys)
+    for n in (0, 100, 400):  # as many rows as there are, or more: every row once would ignore the weights
+        r = draw_rows(rows, w, n, np.random.default_rng(0))
+        assert len(r) == (n or 100) and 0.35 < (keys[r] == "b|0").mean() < 0.65
+    r = draw_rows(rows, w, 40, np.random.default_rng(0))  # fewer: without replacement, as before
+    assert len(set(r.tolist())) == 40 and 0.15 < (keys[r] == "b|0").mean()
+    plain = draw_rows(rows, np.ones(100), 0, np.random.default_rng(0))
+    assert (plain == rows).all()  # unweighted: every row once

@@ -39,6 +39,17 @@ def balance_weights(keys: np.ndarray) -> np.ndarray:
     return w / w.mean()
 
 
+def draw_rows(rows: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's rows: ``n`` (0: as many as there are) drawn with probabilities ``w``, sorted.
+
+    Fewer than there are: without replacement. As many or more: with replacement when the weights are
+    not all equal, since drawing every row once would ignore them (the balance of a small training set)."""
+    n = int(n) or len(rows)
+    weighted = not np.allclose(w, w[0])
+    replace = n > len(rows) or (n == len(rows) and weighted)
+    return np.sort(rng.choice(rows, n, replace=replace, p=w / w.sum()))
+
+
 def cell_targets(masks: np.ndarray, has_mask: np.ndarray, cells: int) -> np.ndarray:
     """(N, cells, cells, 2) float32: tumour share of each cell, and 1 where that share is known."""
     n, size = len(masks), masks.shape[1]
@@ -161,11 +172,11 @@ class PatchTrainer:
         y = self.labels
         w = self.row_weights(rows)
         rng = np.random.default_rng(cfg.seed)
-        n = min(cfg.samples_per_epoch or len(rows), len(rows))
         hist: dict[str, list] = {}
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
-            r = np.sort(rng.choice(rows, n, replace=False, p=w / w.sum()))
+            r = draw_rows(rows, w, cfg.samples_per_epoch, rng)
+            n = len(r)
             h = upper.fit(self.acts[r].astype(np.float32), {"prob": y[r], "patch_logit": self.targets[r]},
                           batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
             logs = {k: float(v[-1]) for k, v in h.history.items()}
