@@ -11,7 +11,9 @@ synthetic anomalies for self-supervised anomaly detection and localization", ECC
 :func:`implant` draws one lesion into one greyscale uint8 slice:
 
 - where: a random point of the head's interior (the largest region above
-  :data:`bt_core.data.prepare.FOREGROUND`, holes filled, its outer 15% of radius left out);
+  :data:`bt_core.data.prepare.FOREGROUND`, holes filled, its outer 15% of radius left out) in brain-like
+  tissue (local mean between the head's 30th and 95th intensity percentile: not air, sinuses, eyes or
+  fluid, nor fat or bone);
 - size: radius log-uniform from 2% to 15% of the side (about 5 to 36 pixels at 240; at least 3), an ellipse
   (axis ratio 0.5-1, any angle) with an uneven, smooth border;
 - look: brighter (x1.3-1.9, as in FLAIR or T2), darker (x0.35-0.75, as in T1) or ring-enhancing
@@ -30,6 +32,7 @@ from scipy import ndimage
 from bt_core.data.prepare import FOREGROUND
 
 MIN_PIXELS = 12  # a lesion smaller than this (after clipping to the head) is not drawn
+VERSION = 2  # of the drawing rules, part of every cache key of views with drawn lesions (1: placed anywhere inside)
 
 
 def _interior(im: np.ndarray, margin: float = 0.15) -> np.ndarray:
@@ -42,6 +45,14 @@ def _interior(im: np.ndarray, margin: float = 0.15) -> np.ndarray:
         return np.zeros_like(head)
     depth = ndimage.distance_transform_edt(head)
     return depth > margin * np.sqrt(head.sum() / np.pi)
+
+
+def _tissue(im: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Where a lesion may sit: brain-like tissue, whose local mean (blur 3 px) lies between the 30th and
+    the 95th percentile of the head. Not air, sinuses, eyes or ventricles (dark), nor fat or skull (bright)."""
+    local = ndimage.gaussian_filter(im.astype(np.float64), 3.0)
+    lo, hi = np.percentile(im[head], [30, 95])
+    return (local >= lo) & (local <= hi)
 
 
 def _shape(shape, centre, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -63,7 +74,9 @@ def implant(im: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     empty = np.zeros_like(im)
     if inside.sum() < MIN_PIXELS:
         return im, empty
-    pts, head = np.argwhere(inside), im > FOREGROUND
+    head = im > FOREGROUND
+    tissue = _tissue(im, head) & inside
+    pts = np.argwhere(tissue if tissue.sum() >= MIN_PIXELS else inside)
     for _ in range(3):  # a lesion clipped by the head's edge to a few pixels is drawn again elsewhere
         centre = pts[rng.integers(len(pts))]
         radius = max(float(np.exp(rng.uniform(np.log(0.02), np.log(0.15)))) * im.shape[0], 3.0)

@@ -102,7 +102,7 @@ class PatchTrainer:
         cfg = self.cfg
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
                f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "")
-               + (f"-lesion{cfg.synth_lesions:g}" if cfg.synth_lesions else "") + tag)
+               + (f"-lesion{cfg.synth_lesions:g}v{lesions.VERSION}" if cfg.synth_lesions else "") + tag)
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
             acts = np.load(path)
