@@ -58,3 +58,25 @@ def test_size_lines_give_sensitivity_by_tumour_size_per_source():
     assert body == ["| lgg_flair | 0-300 | 1 | 0.0% |", "| lgg_flair | 3000 or more | 2 | 50.0% |",
                     "| lgg_t1c | 1000-3000 | 1 | 100.0% |"]  # healthy slices and sources without masks are left out
     assert report.size_lines({"ixi": rows["ixi"]}) == []
+
+
+def test_average_record_scores_the_mean_probability_of_runs_of_the_same_images():
+    import numpy as np
+    import pytest
+
+    y = [0, 0, 1, 1]
+
+    def rec(rid, prob, idx=(0, 1, 2, 3)):
+        return {"id": rid, "data": {"fingerprint": "f"}, "wall_time_s": 60,
+                "held_out": {"lgg": {"idx": list(idx), "y": y, "prob": prob, "source": ["lgg_flair"] * 4, "seconds": 30}}}
+
+    a, b = rec("run-a", [0.6, 0.1, 0.4, 0.9]), rec("run-b", [0.2, 0.3, 0.8, 0.7])
+    avg = report.average_record([a, b])
+    h = avg["held_out"]["lgg"]
+    np.testing.assert_allclose(h["prob"], [0.4, 0.2, 0.6, 0.8])
+    m = h["per_source"]["lgg_flair"]
+    assert m["accuracy"] == 1.0 and m["n"] == 4  # each run alone gets 3 of 4 right
+    assert avg["id"] == "run-a + run-b" and "--average run-a run-b" in avg["command"] and avg["wall_time_s"] == 120
+    assert a["held_out"]["lgg"]["prob"] == [0.6, 0.1, 0.4, 0.9]  # the runs themselves are unchanged
+    with pytest.raises(SystemExit, match="different images"):
+        report.average_record([a, rec("run-c", [0.5] * 4, idx=(4, 5, 6, 7))])

@@ -6,10 +6,13 @@ Reads saved runs only (nothing is trained here):
   held-out source accuracy, sensitivity and specificity where the class exists, AUC where both do,
   the abstention band fitted on the *other* families (share answered, accuracy on answered images),
   a risk-coverage curve, and the shortcut checks (LGG slice position, IXI plane, BraTS sequence);
+- ``--average RUN RUN [...]`` (repeatable): the mean probability of several leave-one-source-out runs
+  of the same data, scored like one more run (an ensemble of their models, each trained as its run says);
 - ``--runs RUN ...``: cv runs on all sources (the shipped models): per-source group-aware test figures,
   and the pointing game of Grad-CAM and Grad-CAM++ against the expert masks of their test images.
 
-Usage: python tools/sources_report.py --loso RUN [RUN ...] --runs RUN [RUN ...] [--out reports/sources.md]
+Usage: python tools/sources_report.py --loso RUN [RUN ...] [--average RUN RUN ...] --runs RUN [RUN ...]
+[--out reports/sources.md]
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from bt_core import runs
 from bt_core.evaluation import abstain, metrics
+from bt_core.models import sources_fit
 
 
 def pct(x) -> str:
@@ -81,6 +85,25 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     family_rows = held_out_rows(rec)
     lines += shortcut_lines(family_rows) + size_lines(family_rows)
     return lines
+
+
+def average_record(recs: list[dict]) -> dict:
+    """A leave-one-source-out record whose probabilities are the mean of ``recs``' (same images, same order)."""
+    first = recs[0]
+    if len({r["data"]["fingerprint"] for r in recs}) > 1 or any(r["held_out"].keys() != first["held_out"].keys() for r in recs):
+        raise SystemExit("--average: the runs must hold out the same families of the same data")
+    held = {}
+    for fam, h in first["held_out"].items():
+        parts = [r["held_out"][fam] for r in recs]
+        if any(x["idx"] != h["idx"] for x in parts):
+            raise SystemExit(f"--average: the runs scored different images of {fam}")
+        prob = np.mean([x["prob"] for x in parts], axis=0)
+        held[fam] = {**h, "prob": prob.tolist(), "seconds": sum(x["seconds"] for x in parts),
+                     "per_source": sources_fit.per_source_metrics(h["y"], prob, h["source"])}
+    ids = [r["id"] for r in recs]
+    return {**first, "id": " + ".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
+            "label": "Mean probability of " + " and ".join(f"`{i}`" for i in ids) + " (an ensemble of their models)",
+            "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}
 
 
 def comparison_section(recs: list[dict]) -> list[str]:
@@ -227,6 +250,8 @@ def pointing_section(recs: list[dict], limit: int) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loso", nargs="*", default=[], metavar="RUN")
+    ap.add_argument("--average", nargs="+", action="append", default=[], metavar="RUN",
+                    help="leave-one-source-out runs whose mean probability is scored as one more run (repeatable)")
     ap.add_argument("--runs", nargs="*", default=[], metavar="RUN")
     ap.add_argument("--pointing-limit", type=int, default=150)
     ap.add_argument("--out", default="reports/sources.md")
@@ -234,6 +259,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lo = [runs.load_run(r) for r in a.loso]
+    lo += [average_record([runs.load_run(r) for r in group]) for group in a.average]
     sh = [runs.load_run(r) for r in a.runs]
     lines = ["# Sources: the models on scans from sources they never saw", "",
              f"Written by `python tools/sources_report.py {shlex.join(sys.argv[1:] if argv is None else argv)}` on "
