@@ -120,8 +120,10 @@ def pool_map(layer, maps) -> np.ndarray:
     gives: its channel means, of the image's own channels for the symmetric backbone."""
     from bt_core.models import patch
 
-    maps = np.asarray(maps, np.float64)
-    return (maps[..., : maps.shape[-1] // 2] if patch.is_symmetric(layer) else maps).mean((1, 2))
+    maps = np.asarray(maps, np.float32)
+    if patch.is_symmetric(layer):  # the same layer as feature_model's, so the rule lives in one place
+        maps = np.asarray(patch.ImageChannels()(maps))
+    return maps.astype(np.float64).mean((1, 2))
 
 
 def held_out_threshold(features: np.ndarray, labels: np.ndarray, folds, quantile: float = 0.99,
