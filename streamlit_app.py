@@ -1,7 +1,8 @@
 """The dashboard's entry point: page setup and navigation (``streamlit run streamlit_app.py``).
 
 Pages live in ``pages/``: checking slices with the shipped models, the cross-validation explorer,
-test-set ROC and calibration, and the training launcher. Decision support, not a diagnosis.
+test-set ROC and calibration, the models on sources they never saw (leave-one-source-out), scoring
+your own labelled data, and the training launcher. Decision support, not a diagnosis.
 """
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ st.navigation([
     st.Page("pages/scan.py", title="Check a scan", icon=":material/stacks:"),
     st.Page("pages/explore.py", title="Cross-validation", icon=":material/table_chart:"),
     st.Page("pages/roc.py", title="Test-set ROC", icon=":material/show_chart:"),
+    st.Page("pages/unseen.py", title="Unseen sources", icon=":material/travel_explore:"),
     st.Page("pages/score.py", title="Score your data", icon=":material/fact_check:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]).run()

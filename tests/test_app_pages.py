@@ -20,7 +20,8 @@ from conftest import blob_image
 
 pytest.importorskip("streamlit.testing.v1")
 
-PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py", "pages/scan.py"]
+PAGES = ["pages/diagnose.py", "pages/explore.py", "pages/roc.py", "pages/train.py", "pages/score.py", "pages/scan.py",
+         "pages/unseen.py"]
 
 
 @pytest.fixture(scope="session")

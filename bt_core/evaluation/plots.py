@@ -7,6 +7,7 @@
 - :func:`metric_bars`: accuracy, sensitivity, specificity and AUC side by side (Graphic 4).
 - :func:`confusion_heatmap`, :func:`threshold_tradeoff` (sensitivity and specificity against the
   threshold, with a marker at the chosen one), :func:`reliability_diagram` (with ECE).
+- :func:`risk_coverage_figure`: accuracy on answered images against the share answered (abstention).
 - :func:`fold_table_display`: :func:`bt_core.evaluation.metrics.fold_table` as percentages for display.
 
 The static PNG versions for reports are in :mod:`bt_core.evaluation.figures`. No streamlit here. Defaults:
@@ -210,4 +211,25 @@ def reliability_diagram(y, prob, n_bins: int = 10, title: str | None = None, nam
                       legend=dict(orientation="h", y=-0.22),
                       xaxis=dict(title="mean predicted tumour probability", range=[0, 1]),
                       yaxis=dict(title="observed tumour fraction", range=[0, 1.02]), **_LAYOUT)
+    return fig
+
+
+def risk_coverage_figure(curves: dict, target: float | None = 0.95,
+                         title: str = "Accuracy when answering only the most confident") -> go.Figure:
+    """Risk-coverage curves, one per ``name -> [(share answered, accuracy on answered), ...]``, with a
+    dotted line at ``target`` accuracy; both axes in percent."""
+    fig = go.Figure()
+    for i, (name, pts) in enumerate(curves.items()):
+        if not pts:
+            continue
+        x, y = zip(*pts)
+        fig.add_trace(go.Scatter(x=np.asarray(x) * 100, y=np.asarray(y) * 100, mode="lines", name=name,
+                                 line=dict(color=_colour(i), width=2),
+                                 hovertemplate=f"<b>{name}</b><br>answered %{{x:.0f}}%<br>accuracy %{{y:.1f}}%<extra></extra>"))
+    if target is not None:
+        fig.add_hline(y=100 * target, line=dict(color="#999", dash="dot"), annotation_text=f"{100 * target:.0f}%")
+    fig.update_layout(title=title, xaxis_title="share answered (%)", yaxis_title="accuracy on answered (%)",
+                      height=420, **_LAYOUT)
+    fig.update_xaxes(range=[0, 100])
+    fig.update_yaxes(range=[40, 100.5])
     return fig

@@ -1,0 +1,84 @@
+"""Held out: leave-one-source-out records (``python -m bt_core loso``) read back for display.
+
+What it is for: the figure that matters to a user with their own scans is how a recipe does on a
+source it never saw. A leave-one-source-out record holds, per held-out family, the labels, sources
+and probabilities of its images (:mod:`bt_core.models.loso`); this module lists such records in one
+or more run folders and turns one into a table per held-out source, ROC inputs and a risk-coverage
+curve. Defaults: threshold 0.5 (as the records' own metrics), the repository's ``reports/runs``
+beside the app's registry. No streamlit here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bt_core import runs
+from bt_core.evaluation import abstain, metrics
+
+REPORTS_RUNS = Path(__file__).resolve().parents[2] / "reports" / "runs"  # the repository's recorded evidence
+
+
+def loso_runs(roots=None) -> list[dict]:
+    """Finished leave-one-source-out runs under ``roots`` (default: the registry and ``reports/runs``),
+    newest first, each once -> [{"id", "dir", "label", "created", "command", "config"}]."""
+    roots = [runs.default_root(), REPORTS_RUNS] if roots is None else roots
+    found: dict[str, dict] = {}
+    for root in roots:
+        for s in runs.list_runs(root):
+            if s.get("mode") != "loso" or s["id"] in found or s.get("status") != "finished":
+                continue
+            try:
+                rec = json.loads((Path(s["dir"]) / runs.RUN_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            found[s["id"]] = {"id": s["id"], "dir": s["dir"], "label": rec.get("label") or s["id"],
+                              "created": rec.get("created"), "command": rec.get("command", ""),
+                              "config": rec.get("config") or {}}
+    return sorted(found.values(), key=lambda r: r["id"], reverse=True)
+
+
+def source_scores(rec: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{held-out source: (labels, probabilities)}`` of a leave-one-source-out record."""
+    out = {}
+    for h in rec.get("held_out", {}).values():
+        y, p, src = np.asarray(h["y"], int), np.asarray(h["prob"], float), np.asarray(h["source"])
+        for s in dict.fromkeys(src.tolist()):
+            out[str(s)] = (y[src == s], p[src == s])
+    return out
+
+
+def source_table(rec: dict, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per held-out source: family, images, tumours, accuracy, sensitivity, specificity, AUC
+    (NaN where a class is missing), at ``threshold``."""
+    rows = []
+    for fam, h in rec.get("held_out", {}).items():
+        y, p, src = np.asarray(h["y"], int), np.asarray(h["prob"], float), np.asarray(h["source"])
+        for s in dict.fromkeys(src.tolist()):
+            ys, ps = y[src == s], p[src == s]
+            m = metrics.binary_metrics(ys, ps, threshold)
+            have = metrics.defined_metrics(ys)
+            rows.append({"held-out source": s, "family": fam, "images": int(len(ys)), "tumours": int(ys.sum()),
+                         **{k: (m[k] if k in have else np.nan) for k in ("accuracy", "sensitivity", "specificity", "auc")}})
+    return pd.DataFrame(rows)
+
+
+def risk_coverage_curves(rec: dict, points: int = 51) -> dict[str, list[tuple[float, float]]]:
+    """``{held-out family: [(share answered, accuracy on answered), ...]}``, most confident first."""
+    return {fam: abstain.risk_coverage(h["y"], h["prob"], points=points) for fam, h in rec.get("held_out", {}).items()}
+
+
+IGNORED = ("cache_features", "data_parallel", "precision", "mixed_precision")  # how it ran, not what it learned
+
+
+def same_recipe(a: dict, b: dict) -> bool:
+    """Whether two run configurations train the same model (apart from how the machine ran them)."""
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in IGNORED}  # noqa: E731
+    return bool(a) and strip(a) == strip(b)
+
+
+def recipe_runs(listed: list[dict], config: dict) -> list[str]:
+    """Ids of the listed leave-one-source-out runs (:func:`loso_runs`) trained with ``config``'s recipe."""
+    return [r["id"] for r in listed if same_recipe(r.get("config"), config)]

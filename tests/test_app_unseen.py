@@ -1,0 +1,88 @@
+"""The Unseen sources page and bt_core.evaluation.held_out, on made-up leave-one-source-out records."""
+import json
+
+import numpy as np
+import pytest
+
+from app_fixtures import open_app, texts
+from bt_core import runs
+from bt_core.evaluation import held_out
+from bt_core.serving.inference import DISCLAIMER
+
+pytest.importorskip("streamlit.testing.v1")
+
+RECIPE = {"model": "patch", "image_size": 128, "seed": 1, "symmetry": True, "cache_features": True}
+
+
+def _loso(rid, label, config, shift, root):
+    rng = np.random.default_rng(len(rid))
+    held = {}
+    for fam, srcs in (("lgg", ("lgg_flair", "lgg_t1c")), ("ixi", ("ixi_t1",))):
+        y, src = [], []
+        for s in srcs:
+            n = 40
+            labels = np.zeros(n, int) if fam == "ixi" else (np.arange(n) % 2)
+            y += labels.tolist()
+            src += [s] * n
+        y = np.asarray(y)
+        p = np.clip(np.where(y == 1, 0.7, 0.3) + shift + rng.normal(0, 0.15, len(y)), 0, 1)
+        held[fam] = {"idx": list(range(len(y))), "y": y.tolist(), "prob": p.tolist(), "source": src}
+    rec = {"mode": "loso", "config": config, "label": label, "command": f"python -m bt_core loso --seed {len(rid)}",
+           "held_out": held, "status": "finished", "created": "2026-12-06T12:00:00"}
+    runs.save_run(rec, None, root, run_id=rid)
+    return rec
+
+
+@pytest.fixture
+def evidence(tmp_path, monkeypatch):
+    registry, reports = tmp_path / "runs", tmp_path / "reports_runs"
+    runs.save_run({"mode": "cv", "config": RECIPE, "label": "shipped"}, None, registry, run_id="ship")
+    (registry / "shipped.json").write_text(json.dumps({"transfer": "ship"}))
+    _loso("20261206-100000-patch-loso", "The shipped recipe held out", {**RECIPE, "cache_features": False}, 0.0, reports)
+    _loso("20261206-110000-patch-loso", "Another recipe", {**RECIPE, "seed": 2}, 0.25, reports)
+    monkeypatch.setenv("BT_RUNS_DIR", str(registry))
+    monkeypatch.setattr(held_out, "REPORTS_RUNS", reports)
+    return registry, reports
+
+
+def test_held_out_tables_scores_and_recipes(evidence):
+    _, reports = evidence
+    listed = held_out.loso_runs([reports])
+    assert [r["id"] for r in listed] == ["20261206-110000-patch-loso", "20261206-100000-patch-loso"]
+    assert held_out.recipe_runs(listed, RECIPE) == ["20261206-100000-patch-loso"]  # how it ran does not count
+    rec = runs.load_run(listed[1]["dir"])
+    table = held_out.source_table(rec).set_index("held-out source")
+    assert list(table.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"]
+    h = rec["held_out"]["ixi"]
+    assert table.loc["ixi_t1", "accuracy"] == pytest.approx(np.mean(np.asarray(h["prob"]) < 0.5))
+    assert np.isnan(table.loc["ixi_t1", "auc"]) and np.isnan(table.loc["ixi_t1", "sensitivity"])  # one class
+    assert table.loc["lgg_flair", "tumours"] == 20 and 0.5 < table.loc["lgg_flair", "auc"] <= 1
+    y, p = held_out.source_scores(rec)["lgg_t1c"]
+    assert len(y) == len(p) == 40
+    curve = held_out.risk_coverage_curves(rec)["lgg"]
+    assert curve[-1][0] == pytest.approx(1.0) and curve[0][1] >= curve[-1][1]  # the most confident first
+
+
+def test_unseen_page_opens_on_the_shipped_recipe_and_compares_runs(evidence):
+    at = open_app("pages/unseen.py")
+    assert not at.error, texts(at.error)
+    assert DISCLAIMER in texts(at.info)
+    pick = at.multiselect(key="loso_runs")
+    assert pick.value == ["The shipped recipe held out (20261206-100000-patch-loso)"]
+    side = at.dataframe[0].value
+    assert list(side.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"] and side.shape[1] == 1
+    assert all(str(v).endswith("%") for v in side.iloc[:, 0])
+    roc, rc = (c.proto.spec for c in at.get("plotly_chart"))
+    names = [t["name"] for t in json.loads(roc)["data"]]
+    assert any(n.startswith("lgg_flair (AUC") for n in names) and not any(n.startswith("ixi_t1") for n in names)
+    assert len(json.loads(rc)["data"]) == 2  # one curve per held-out family
+    pick.set_value([*pick.value, "Another recipe (20261206-110000-patch-loso)"]).run()
+    assert not at.exception and at.dataframe[0].value.shape[1] == 2
+    assert "python -m bt_core loso --seed" in texts(at.code)[0]
+
+
+def test_unseen_page_says_how_to_make_a_run_when_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("BT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(held_out, "REPORTS_RUNS", tmp_path / "nothing")
+    at = open_app("pages/unseen.py")
+    assert any("No leave-one-source-out run" in t for t in texts(at.info))
