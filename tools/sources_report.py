@@ -32,6 +32,9 @@ from bt_core.evaluation import abstain, metrics
 from bt_core.models import sources_fit
 
 
+BALANCE_FIX = "20261206-2010"  # run ids (their start time) from which the 'without LGG' fold was balanced
+
+
 def pct(x) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
 
@@ -268,7 +271,11 @@ def main(argv=None) -> int:
              "BraTS 2012 HG0015). Decision support, not a diagnosis.", "",
              "## Leave-one-source-out (the headline protocol)", "",
              "Each family is held out in turn: the model is trained on every image of the other families and scored on "
-             "all images of the held-out one. The LGG family's three sequences are held out together (same patients).", ""]
+             "all images of the held-out one. The LGG family's three sequences are held out together (same patients).", "",
+             f"Runs made before `{BALANCE_FIX}` trained their *without LGG* fold without the per-source balance they "
+             "asked for: that training set (8932 rows) is smaller than an epoch's 12000 draws, and the draws took every "
+             "row once (fixed in commit d0ed9b7). Their other folds are unaffected: `20261206-204324` is the shipped "
+             "recipe run again after the fix, and its Br35H, IXI and BraTS folds are identical to `20261206-174956`'s.", ""]
     if len(lo) > 1:
         lines += comparison_section(lo)
     for rec in lo:
