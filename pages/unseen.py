@@ -67,8 +67,9 @@ except (BTError, OSError, ValueError) as err:
     st.stop()
 
 tables = {lab: held_out.source_table(rec) for lab, rec in records.items()}
-side = pd.concat({lab: t.set_index("held-out source")["accuracy"] for lab, t in tables.items()}, axis=1)
+side = pd.concat({by_label[lab]["id"]: t.set_index("held-out source")["accuracy"] for lab, t in tables.items()}, axis=1)
 st.subheader("Accuracy on each held-out source (threshold 0.5)")
+st.caption("One column per run (its id); what each run is, its other figures and its command are below.")
 st.dataframe(side.map(lambda v: "–" if not np.isfinite(v) else f"{100 * v:.1f}%"), width="stretch")
 disclaimer()
 
@@ -79,11 +80,8 @@ for lab, rec in records.items():
 
 pick = st.selectbox("Curves of", chosen, key="loso_curves")
 rec = records[pick]
-c1, c2 = st.columns(2)
-with c1:
-    st.plotly_chart(plots.roc_figure(held_out.source_scores(rec), title="ROC per held-out source"),
-                    width="content", key="loso_roc")
-with c2:
-    st.plotly_chart(plots.risk_coverage_figure(held_out.risk_coverage_curves(rec)), width="stretch", key="loso_rc")
+st.plotly_chart(plots.roc_figure(held_out.source_scores(rec), title="ROC per held-out source"),
+                width="content", key="loso_roc")
+st.plotly_chart(plots.risk_coverage_figure(held_out.risk_coverage_curves(rec)), width="stretch", key="loso_rc")
 st.caption("Risk-coverage: answer only the most confident share of each held-out family. Where the curve stays "
            "below the dotted line, no abstention threshold gives 95% accuracy on that unseen source.")

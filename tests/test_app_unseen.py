@@ -38,6 +38,8 @@ def evidence(tmp_path, monkeypatch):
     registry, reports = tmp_path / "runs", tmp_path / "reports_runs"
     runs.save_run({"mode": "cv", "config": RECIPE, "label": "shipped"}, None, registry, run_id="ship")
     (registry / "shipped.json").write_text(json.dumps({"transfer": "ship"}))
+    older = {k: v for k, v in RECIPE.items() if k != "symmetry"}  # a record from before an option: its default
+    _loso("20261206-090000-patch-loso", "Before the option", older, 0.0, reports)
     _loso("20261206-100000-patch-loso", "The shipped recipe held out", {**RECIPE, "cache_features": False}, 0.0, reports)
     _loso("20261206-110000-patch-loso", "Another recipe", {**RECIPE, "seed": 2}, 0.25, reports)
     monkeypatch.setenv("BT_RUNS_DIR", str(registry))
@@ -48,8 +50,10 @@ def evidence(tmp_path, monkeypatch):
 def test_held_out_tables_scores_and_recipes(evidence):
     _, reports = evidence
     listed = held_out.loso_runs([reports])
-    assert [r["id"] for r in listed] == ["20261206-110000-patch-loso", "20261206-100000-patch-loso"]
+    assert [r["id"] for r in listed] == ["20261206-110000-patch-loso", "20261206-100000-patch-loso",
+                                         "20261206-090000-patch-loso"]
     assert held_out.recipe_runs(listed, RECIPE) == ["20261206-100000-patch-loso"]  # how it ran does not count
+    assert held_out.recipe_runs(listed, {**RECIPE, "symmetry": False}) == ["20261206-090000-patch-loso"]
     rec = runs.load_run(listed[1]["dir"])
     table = held_out.source_table(rec).set_index("held-out source")
     assert list(table.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"]
@@ -70,7 +74,7 @@ def test_unseen_page_opens_on_the_shipped_recipe_and_compares_runs(evidence):
     pick = at.multiselect(key="loso_runs")
     assert pick.value == ["The shipped recipe held out (20261206-100000-patch-loso)"]
     side = at.dataframe[0].value
-    assert list(side.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"] and side.shape[1] == 1
+    assert list(side.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"] and list(side.columns) == ["20261206-100000-patch-loso"]
     assert all(str(v).endswith("%") for v in side.iloc[:, 0])
     roc, rc = (c.proto.spec for c in at.get("plotly_chart"))
     names = [t["name"] for t in json.loads(roc)["data"]]

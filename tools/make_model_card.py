@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bt_core.evaluation import metrics
+from bt_core.evaluation import held_out, metrics
 
 
 def pct(x) -> str:
@@ -111,12 +111,9 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
     return lines + [""]
 
 
-IGNORED = {"precision", "mixed_precision"}  # how fast it ran, not what it learnt
-
-
 def held_out_run(rec: dict, runs_dir: Path) -> dict | None:
     """The leave-one-source-out run of the same recipe as ``rec``: the one its abstention band names, or
-    else the newest in ``runs_dir`` whose config matches ``rec``'s (precision aside)."""
+    else the newest in ``runs_dir`` of the same recipe (:func:`bt_core.evaluation.held_out.same_recipe`)."""
     named = (rec.get("abstain") or {}).get("loso_run")
     cands = sorted(runs_dir.glob("*/run.json"), reverse=True)
     for path in cands:
@@ -125,8 +122,7 @@ def held_out_run(rec: dict, runs_dir: Path) -> dict | None:
             continue
         if named and lo["id"] == named:
             return lo
-        a, b = rec["config"], lo["config"]
-        if not named and all(a.get(k) == b.get(k) for k in (set(a) | set(b)) - IGNORED):
+        if not named and held_out.same_recipe(rec["config"], lo["config"]):
             return lo
     return None
 

@@ -74,9 +74,15 @@ IGNORED = ("cache_features", "data_parallel", "precision", "mixed_precision")  #
 
 
 def same_recipe(a: dict, b: dict) -> bool:
-    """Whether two run configurations train the same model (apart from how the machine ran them)."""
-    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in IGNORED}  # noqa: E731
-    return bool(a) and strip(a) == strip(b)
+    """Whether two run configurations train the same model (apart from how the machine ran them); an
+    option a record lacks (it predates the option) has its default."""
+    from dataclasses import asdict
+
+    from bt_core.config import TrainConfig
+
+    defaults = asdict(TrainConfig())
+    full = lambda c: {k: v for k, v in {**defaults, **(c or {})}.items() if k not in IGNORED}  # noqa: E731
+    return bool(a) and bool(b) and full(a) == full(b)
 
 
 def recipe_runs(listed: list[dict], config: dict) -> list[str]:
