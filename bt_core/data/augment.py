@@ -59,20 +59,27 @@ def _intensity(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def strip_skull(im: np.ndarray, rim: float = 0.12) -> np.ndarray:
-    """An approximate skull strip: keep the head's interior, black out its outer ``rim`` (a share of the
-    head's radius: scalp and skull). The head is the largest bright region with its holes filled; an
-    image without one comes back unchanged."""
+def head_interior(im: np.ndarray, rim: float, level: float | None = None) -> np.ndarray:
+    """The head's interior: the largest region above ``level`` (default: :data:`FOREGROUND`, or a tenth of
+    the 99th percentile if higher) with its holes filled, less its outer ``rim`` (a share of its radius).
+    All False when there is no such region or it covers under 5% of the image."""
     im = np.asarray(im, np.uint8)
-    head = im > max(float(FOREGROUND), 0.1 * float(np.percentile(im, 99)))
+    head = im > (max(float(FOREGROUND), 0.1 * float(np.percentile(im, 99))) if level is None else level)
     labels, n = ndimage.label(head)
     if not n:
-        return im
+        return np.zeros(im.shape, bool)
     head = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(ndimage.sum(head, labels, range(1, n + 1)))))
     if head.sum() < 0.05 * im.size:
-        return im
-    depth = ndimage.distance_transform_edt(head)
-    return np.where(depth > rim * np.sqrt(head.sum() / np.pi), im, 0).astype(np.uint8)
+        return np.zeros(im.shape, bool)
+    return ndimage.distance_transform_edt(head) > rim * np.sqrt(head.sum() / np.pi)
+
+
+def strip_skull(im: np.ndarray, rim: float = 0.12) -> np.ndarray:
+    """An approximate skull strip: keep the head's interior (:func:`head_interior`), black out its outer
+    ``rim`` (a share of the head's radius: scalp and skull); an image without a head comes back unchanged."""
+    im = np.asarray(im, np.uint8)
+    keep = head_interior(im, rim)
+    return np.where(keep, im, 0).astype(np.uint8) if keep.any() else im
 
 
 def random_view(im: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, strip: float = 0.0):

@@ -29,22 +29,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from bt_core.data import augment
 from bt_core.data.prepare import FOREGROUND
 
 MIN_PIXELS = 12  # a lesion smaller than this (after clipping to the head) is not drawn
 VERSION = 2  # of the drawing rules, part of every cache key of views with drawn lesions (1: placed anywhere inside)
-
-
-def _interior(im: np.ndarray, margin: float = 0.15) -> np.ndarray:
-    head = im > FOREGROUND
-    labels, n = ndimage.label(head)
-    if not n:
-        return head
-    head = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(ndimage.sum(head, labels, range(1, n + 1)))))
-    if head.sum() < 0.05 * im.size:
-        return np.zeros_like(head)
-    depth = ndimage.distance_transform_edt(head)
-    return depth > margin * np.sqrt(head.sum() / np.pi)
 
 
 def _tissue(im: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -70,7 +59,7 @@ def _shape(shape, centre, radius: float, rng: np.random.Generator) -> np.ndarray
 def implant(im: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic lesion in ``im`` (uint8, H x W) -> (image, mask uint8 0/255); mask empty if none fits."""
     im = np.asarray(im, np.uint8)
-    inside = _interior(im)
+    inside = augment.head_interior(im, 0.15, level=FOREGROUND)
     empty = np.zeros_like(im)
     if inside.sum() < MIN_PIXELS:
         return im, empty
