@@ -105,7 +105,7 @@ def average_record(recs: list[dict]) -> dict:
                      "per_source": sources_fit.per_source_metrics(h["y"], prob, h["source"])}
     ids = [r["id"] for r in recs]
     return {**first, "id": " + ".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
-            "label": "Mean probability of " + " and ".join(f"`{i}`" for i in ids) + " (an ensemble of their models)",
+            "label": f"Mean probability of these {len(ids)} runs (an ensemble of their models)",
             "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}
 
 
