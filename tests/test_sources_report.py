@@ -76,7 +76,7 @@ def test_average_record_scores_the_mean_probability_of_runs_of_the_same_images()
     np.testing.assert_allclose(h["prob"], [0.4, 0.2, 0.6, 0.8])
     m = h["per_source"]["lgg_flair"]
     assert m["accuracy"] == 1.0 and m["n"] == 4  # each run alone gets 3 of 4 right
-    assert avg["id"] == "run-a + run-b" and "--average run-a run-b" in avg["command"] and avg["wall_time_s"] == 120
+    assert avg["id"] == "run-a+run-b" and "--average run-a run-b" in avg["command"] and avg["wall_time_s"] == 120
     assert a["held_out"]["lgg"]["prob"] == [0.6, 0.1, 0.4, 0.9]  # the runs themselves are unchanged
     with pytest.raises(SystemExit, match="different images"):
         report.average_record([a, rec("run-c", [0.5] * 4, idx=(4, 5, 6, 7))])

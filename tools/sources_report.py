@@ -104,7 +104,7 @@ def average_record(recs: list[dict]) -> dict:
         held[fam] = {**h, "prob": prob.tolist(), "seconds": sum(x["seconds"] for x in parts),
                      "per_source": sources_fit.per_source_metrics(h["y"], prob, h["source"])}
     ids = [r["id"] for r in recs]
-    return {**first, "id": " + ".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
+    return {**first, "id": "+".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
             "label": f"Mean probability of these {len(ids)} runs (an ensemble of their models)",
             "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}
 
