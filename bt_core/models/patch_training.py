@@ -95,7 +95,8 @@ class PatchTrainer:
             self.acts = np.concatenate([self.acts, np.abs(self.acts - mirror)], axis=-1)
             del mirror
         fam = ds.family_of()
-        self.keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str)).astype(object)
+        keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
+        self.keys = keys.astype(object)  # any length: a family name may be shorter than SYNTHETIC
         self.keys[drawn] = SYNTHETIC  # drawn lesions weigh as one more (source, class) pair, times lesion_weight
 
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
