@@ -158,7 +158,8 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict]:
                         "split": cfg.get("split"), "epochs": cfg.get("epochs"), "created": rec.get("created"),
                         "test": (rec.get("test") or {}).get("metrics", {}), "folds": len(rec.get("folds", [])),
                         "has_model": (folder / rec.get("model_file", MODEL_FILE)).is_file(),
-                        "sweep": rec.get("sweep")})  # {"id", "config_id", "options"} for a run of a sweep
+                        "sweep": rec.get("sweep"),  # {"id", "config_id", "options"} for a run of a sweep
+                        "label": rec.get("label"), "config": cfg})
         except (OSError, ValueError) as err:
             out.append({"id": folder.name, "dir": str(folder), "status": f"unreadable: {err}"})
     return out

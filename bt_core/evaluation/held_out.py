@@ -9,7 +9,6 @@ beside the app's registry. No streamlit here.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,15 @@ REPORTS_RUNS = Path(__file__).resolve().parents[2] / "reports" / "runs"  # the r
 
 def loso_runs(roots=None) -> list[dict]:
     """Finished leave-one-source-out runs under ``roots`` (default: the registry and ``reports/runs``),
-    newest first, each once -> [{"id", "dir", "label", "created", "command", "config"}]."""
+    newest first, each once -> [{"id", "dir", "label", "created", "config"}] (from
+    :func:`bt_core.runs.list_runs`, which reads each record once)."""
     roots = [runs.default_root(), REPORTS_RUNS] if roots is None else roots
     found: dict[str, dict] = {}
     for root in roots:
         for s in runs.list_runs(root):
-            if s.get("mode") != "loso" or s["id"] in found or s.get("status") != "finished":
-                continue
-            try:
-                rec = json.loads((Path(s["dir"]) / runs.RUN_FILE).read_text())
-            except (OSError, ValueError):
-                continue
-            found[s["id"]] = {"id": s["id"], "dir": s["dir"], "label": rec.get("label") or s["id"],
-                              "created": rec.get("created"), "command": rec.get("command", ""),
-                              "config": rec.get("config") or {}}
+            if s.get("mode") == "loso" and s.get("status") == "finished" and s["id"] not in found:
+                found[s["id"]] = {"id": s["id"], "dir": s["dir"], "label": s.get("label") or s["id"],
+                                  "created": s.get("created"), "config": s.get("config") or {}}
     return sorted(found.values(), key=lambda r: r["id"], reverse=True)
 
 
