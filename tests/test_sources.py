@@ -182,6 +182,14 @@ def test_calibrated_patch_run_names_the_plane_and_abstains_with_a_reason(tmp_pat
     assert main(["loso", *common]) == 0
     cv_run, loso_run = sorted((p for p in out.iterdir() if p.is_dir()), key=lambda p: p.name.endswith("loso"))
     assert main(["calibrate", str(cv_run), "--loso", str(loso_run), "--abstain-target", "0.99"]) == 0
+    # the refusal checks fitted per held-out family: every held-out image gets a flag, in the record's order
+    assert main(["loso-checks", str(loso_run)]) == 0
+    checks = runs.load_run(loso_run)["checks"]["held_out"]
+    lo = runs.load_run(loso_run)["held_out"]
+    assert set(checks) == set(lo) and all(len(checks[f]["ood_flags"]) == len(lo[f]["y"]) for f in lo)
+    assert checks["ixi"]["plane_flags"] is None  # without IXI every fitting image is axial: no plane detector
+    assert checks["lgg"]["plane_flags"] is not None and checks["lgg"]["per_source"]["lgg_flair"]["plane"] is not None
+    assert main(["loso-checks", str(cv_run)]) == 2  # a cv run: one line, no traceback
     rec = runs.load_run(cv_run)
     assert rec["plane"]["classes"] == ["ax", "cor"] and "low" in rec["abstain"]
     pred = inference.Predictor(cv_run, background=False)
@@ -211,3 +219,28 @@ def test_balanced_draws_hold_for_a_training_set_smaller_than_an_epoch():
     assert len(set(r.tolist())) == 40 and 0.15 < (keys[r] == "b|0").mean()
     plain = draw_rows(rows, np.ones(100), 0, np.random.default_rng(0))
     assert (plain == rows).all()  # unweighted: every row once
+
+
+def test_fold_refusals_fit_without_the_held_out_family_and_flag_what_is_unlike_the_others():
+    """Family C's features lie far from A's and B's: fitted without C, the check flags C; A and B, each
+    like the rest, are mostly kept. Plane: fitted only where the other families hold two planes."""
+    from bt_core.evaluation import fold_checks
+
+    rng = np.random.default_rng(0)
+    fam = np.repeat(["a", "b", "c"], 60)
+    y = np.tile([0, 1], 90)
+    feats = rng.normal(size=(180, 6)) + y[:, None]
+    feats[fam == "c", :5] += 25.0
+    stats = rng.normal(size=(180, 4))
+    planes = np.where((fam == "b") & (np.arange(180) % 4 == 0), "cor", "ax")
+    feats[planes == "cor", 5] -= 20.0  # a coronal slice looks unlike an axial one
+    groups = np.arange(180) // 2
+    out = fold_checks.fold_refusals(fam, y, groups, fam.astype(object) + y.astype(str), feats, stats, planes,
+                                    quantile=0.9, folds=3, seed=0)
+    assert out["c"]["ood"].mean() == 1.0
+    b_cor = planes[fam == "b"] == "cor"  # unlike anything in a or c
+    assert out["a"]["ood"].mean() < 0.3 and out["b"]["ood"][~b_cor].mean() < 0.3 and out["b"]["ood"][b_cor].all()
+    assert out["b"]["plane"] is None  # without b, every fitting image is axial
+    assert out["a"]["plane"] is not None and out["a"]["plane"].mean() < 0.2
+    s = fold_checks.summarise(y[:60], np.where(y[:60] == 1, 0.9, 0.1), fam[:60], np.arange(60) < 30, None)
+    assert s["all"]["refused"] == 0.5 and s["all"]["accuracy_accepted"] == 1.0 and s["all"]["plane"] is None

@@ -76,6 +76,7 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
         b = c["band"]
         lines.append(f"| {f} | {pct(b['target'])} | {'yes' if b.get('met', True) else 'no: no band reaches it'} | "
                      f"{pct(b['coverage']) if b.get('met', True) else '–'} | {b['low']:.2f} | {b['high']:.2f} | {pct(c['answered'])} | {pct(c['accuracy_answered'])} |")
+    lines += checks_lines(rec)
     lines += ["", "Risk-coverage (accuracy when answering only the most confident share of each held-out family):", "",
               "| held-out family | " + " | ".join(f"{int(c * 100)}%" for c in (0.25, 0.5, 0.75, 1.0)) + " |",
               "|---|" + "---:|" * 4]
@@ -87,6 +88,24 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     lines += ["", f"![risk-coverage]({path.name})", ""]
     family_rows = held_out_rows(rec)
     lines += shortcut_lines(family_rows) + size_lines(family_rows)
+    return lines
+
+
+def checks_lines(rec: dict) -> list[str]:
+    """The app's refusal checks fitted without each held-out family (``python -m bt_core loso-checks``)."""
+    checks = rec.get("checks")
+    if not checks:
+        return []
+    lines = ["", "The app's refusal checks (out-of-distribution and plane), fitted on the other families only "
+             f"(`python -m bt_core loso-checks reports/runs/{rec['id']}`, quantile {checks['quantile']}): share refused "
+             "and accuracy at 0.5 on the images left, against the accuracy on all. *Plane* is – where the other "
+             "families hold one plane only, so no plane detector could be fitted:", "",
+             "| held-out family | source | refused | of which OOD | of which plane | accuracy on all | accuracy on accepted |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for f, c in checks["held_out"].items():
+        for s, m in c["per_source"].items():
+            lines.append(f"| {f} | {s} | {pct(m['refused'])} | {pct(m['ood'])} | {pct(m['plane'])} | "
+                         f"{pct(rec['held_out'][f]['per_source'][s]['accuracy'])} | {pct(m['accuracy_accepted'])} |")
     return lines
 
 
@@ -104,6 +123,7 @@ def average_record(recs: list[dict]) -> dict:
         held[fam] = {**h, "prob": prob.tolist(), "seconds": sum(x["seconds"] for x in parts),
                      "per_source": sources_fit.per_source_metrics(h["y"], prob, h["source"])}
     ids = [r["id"] for r in recs]
+    first = {k: v for k, v in first.items() if k != "checks"}  # fitted on one run's features, not the mean's
     return {**first, "id": "+".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
             "label": f"Mean probability of these {len(ids)} runs (an ensemble of their models)",
             "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}

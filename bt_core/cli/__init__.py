@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     # a cancelled job unwinds normally, so atomic writes remove their temporary files
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        if args.command in ("train", "cv", "loso", "reproduce", "calibrate"):
+        if args.command in ("train", "cv", "loso", "reproduce", "calibrate", "loso-checks"):
             from bt_core.quiet import import_keras
             import_keras()  # these need Keras: import it now, without the backend's start-up notices
         if args.command in ("train", "cv"):
@@ -51,6 +51,16 @@ def main(argv=None) -> int:
             except BTError as err:
                 print(f"note: no LiteRT export ({err})", file=sys.stderr)
             print(json.dumps(out, default=float, indent=1))
+            return 0
+        if args.command == "loso-checks":
+            from bt_core.evaluation import fold_checks
+            checks = fold_checks.check_run(args.run, args.data, args.ood_quantile, _progress_printer(None))
+            for fam, c in checks["held_out"].items():
+                for name, m in c["per_source"].items():
+                    acc = "-" if m["accuracy_accepted"] is None else f"{m['accuracy_accepted']:.4f}"
+                    plane = "not fitted" if m["plane"] is None else f"{m['plane']:.4f}"
+                    print(f"held out {fam}: {name} (n={m['n']}) refused {m['refused']:.4f} (ood {m['ood']:.4f}, "
+                          f"plane {plane}) accuracy on accepted {acc}")
             return 0
         if args.command == "sweep":
             return cmd_sweep(args)

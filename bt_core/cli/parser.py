@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a leave-one-source-out run of the same recipe: fit the abstention band on its predictions")
     c.add_argument("--abstain-target", type=float, default=0.97,
                    help="accuracy on answered images the band must reach on every source")
+    lc = sub.add_parser("loso-checks", help="the refusal checks (OOD, plane) of a leave-one-source-out run, "
+                        "fitted on the other sources per held-out source")
+    lc.add_argument("run")
+    lc.add_argument("--data", default=None, help="the run's data folder, if it moved")
+    lc.add_argument("--ood-quantile", type=float, default=0.96)
     sw = sub.add_parser("sweep", help="a grid of cv/train configurations as Ray tasks (pip install -r requirements-ray.txt)")
     sw.add_argument("file", nargs="?", default=None, help="sweep TOML: command, name, [base] options, [grid] lists")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
