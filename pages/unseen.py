@@ -77,6 +77,14 @@ for lab, rec in records.items():
     with st.expander(f"{lab}: every figure, and the command that made it"):
         st.dataframe(_pct_table(tables[lab]), hide_index=True, width="stretch")
         st.code(rec.get("command", ""), language="bash", wrap_lines=True)
+        checks = held_out.checks_table(rec)
+        if checks is not None:
+            st.markdown("**The app's refusal checks on the unseen source** (out-of-distribution and plane, fitted "
+                        "on the other sources only): how much each refuses, and the accuracy on what is left.")
+            shown = checks.copy()
+            for k in shown.columns[2:]:
+                shown[k] = ["–" if not np.isfinite(v) else f"{100 * v:.1f}%" for v in shown[k]]
+            st.dataframe(shown, hide_index=True, width="stretch")
 
 pick = st.selectbox("Curves of", chosen, key="loso_curves")
 rec = records[pick]

@@ -29,6 +29,16 @@ def _loso(rid, label, config, shift, root):
         held[fam] = {"idx": list(range(len(y))), "y": y.tolist(), "prob": p.tolist(), "source": src}
     rec = {"mode": "loso", "config": config, "label": label, "command": f"python -m bt_core loso --seed {len(rid)}",
            "held_out": held, "status": "finished", "created": "2026-12-06T12:00:00"}
+    if shift:  # this one went through loso-checks: half of each held-out family refused by the OOD check
+        from bt_core.evaluation import fold_checks
+        from bt_core.models import sources_fit
+
+        rec["checks"] = {"quantile": 0.96, "held_out": {}}
+        for fam, h in held.items():
+            h["per_source"] = sources_fit.per_source_metrics(h["y"], h["prob"], h["source"])
+            flags = np.arange(len(h["y"])) % 2 == 0
+            rec["checks"]["held_out"][fam] = fold_checks.summarise(
+                h["y"], h["prob"], h["source"], flags, None if fam == "ixi" else np.zeros(len(flags), bool))
     runs.save_run(rec, None, root, run_id=rid)
     return rec
 
@@ -82,6 +92,10 @@ def test_unseen_page_opens_on_the_shipped_recipe_and_compares_runs(evidence):
     assert len(json.loads(rc)["data"]) == 2  # one curve per held-out family
     pick.set_value([*pick.value, "Another recipe (20261206-110000-patch-loso)"]).run()
     assert not at.exception and at.dataframe[0].value.shape[1] == 2
+    checks = at.dataframe[-1].value.set_index("held-out source")  # only the second run has refusal checks
+    assert list(checks.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"] and list(checks["refused"]) == ["50.0%"] * 3
+    assert checks.loc["ixi_t1", "by the plane check"] == "–" and checks.loc["lgg_flair", "by the plane check"] == "0.0%"
+    assert len(at.dataframe) == 4  # side by side, two runs' tables, one checks table
     assert "python -m bt_core loso --seed" in texts(at.code)[0]
 
 

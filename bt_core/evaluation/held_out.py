@@ -3,8 +3,8 @@
 What it is for: the figure that matters to a user with their own scans is how a recipe does on a
 source it never saw. A leave-one-source-out record holds, per held-out family, the labels, sources
 and probabilities of its images (:mod:`bt_core.models.loso`); this module lists such records in one
-or more run folders and turns one into a table per held-out source, ROC inputs and a risk-coverage
-curve. Defaults: threshold 0.5 (as the records' own metrics), the repository's ``reports/runs``
+or more run folders and turns one into a table per held-out source, ROC inputs, a risk-coverage
+curve and, where ``loso-checks`` ran, what the app's refusal checks do on the held-out source. Defaults: threshold 0.5 (as the records' own metrics), the repository's ``reports/runs``
 beside the app's registry. No streamlit here.
 """
 from __future__ import annotations
@@ -56,6 +56,23 @@ def source_table(rec: dict, threshold: float = 0.5) -> pd.DataFrame:
             have = metrics.defined_metrics(ys)
             rows.append({"held-out source": s, "family": fam, "images": int(len(ys)), "tumours": int(ys.sum()),
                          **{k: (m[k] if k in have else np.nan) for k in ("accuracy", "sensitivity", "specificity", "auc")}})
+    return pd.DataFrame(rows)
+
+
+def checks_table(rec: dict) -> pd.DataFrame | None:
+    """One row per held-out source from the record's refusal checks (``python -m bt_core loso-checks``):
+    share refused, by the OOD check and by the plane check (NaN: none fitted), accuracy at 0.5 on all
+    images and on those accepted; None when the record has no checks."""
+    checks = rec.get("checks")
+    if not checks:
+        return None
+    rows = []
+    for fam, c in checks["held_out"].items():
+        for s, m in c["per_source"].items():
+            rows.append({"held-out source": s, "family": fam, "refused": m["refused"], "by the OOD check": m["ood"],
+                         "by the plane check": np.nan if m["plane"] is None else m["plane"],
+                         "accuracy on all": rec["held_out"][fam]["per_source"][s]["accuracy"],
+                         "accuracy on accepted": np.nan if m["accuracy_accepted"] is None else m["accuracy_accepted"]})
     return pd.DataFrame(rows)
 
 
