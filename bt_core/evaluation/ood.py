@@ -72,11 +72,19 @@ class OODDetector:
         return det
 
 
-def image_statistics(images_u8: np.ndarray) -> np.ndarray:
+def image_statistics(images_u8: np.ndarray, chunk: int = 256) -> np.ndarray:
     """What a slice looks like, in 31 numbers: intensity histogram (16 bins), mean, spread, dark
     background share, mean intensity in 6 rings from the centre out, left-right and up-down
     symmetry, edge density. Catches blank images, text, gradients and other non-slices that a
-    network's features may place near the training data."""
+    network's features may place near the training data. Works ``chunk`` images at a time, so its
+    float64 copies stay small (15,000 slices at 240 px at once took 17 GB)."""
+    images_u8 = np.asarray(images_u8)
+    if len(images_u8) > chunk:
+        return np.concatenate([_statistics(images_u8[i:i + chunk]) for i in range(0, len(images_u8), chunk)])
+    return _statistics(images_u8)
+
+
+def _statistics(images_u8: np.ndarray) -> np.ndarray:
     x = np.asarray(images_u8, np.float64) / 255.0
     n, h, w = x.shape
     yy, xx = np.mgrid[:h, :w]
