@@ -25,3 +25,13 @@ def test_held_out_range_reads_the_run_of_the_same_recipe(tmp_path):
     named = card.held_out_run({"config": {"model": "patch"}, "abstain": {"loso_run": "20261202-b-loso"}}, tmp_path)
     assert named["id"] == "20261202-b-loso"
     assert "unmeasured" in card.held_out_range(card.held_out_run({"config": {"model": "patch"}}, tmp_path))
+
+
+def test_refusal_sentence_compares_accepted_with_all_on_unseen_sources():
+    lo = {"id": "x-loso", "held_out": {"a": {"per_source": {"a1": {"accuracy": 0.8}}},
+                                       "b": {"per_source": {"b1": {"accuracy": 0.7}}}},
+          "checks": {"held_out": {"a": {"per_source": {"a1": {"refused": 0.5, "accuracy_accepted": 0.75}}},
+                                  "b": {"per_source": {"b1": {"refused": 0.05, "accuracy_accepted": None}}}}}}
+    text = card.refusal_sentence(lo)
+    assert "refuse 5 to 50%" in text and "is 75 to 75%" in text and "against 70 to 80%" in text
+    assert "not been judged" in card.refusal_sentence({"id": "y", "held_out": {}})
