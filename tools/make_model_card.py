@@ -136,6 +136,10 @@ def held_out_range(lo: dict | None) -> str:
             "`reports/sources.md`)")
 
 
+PREPROCESS_WORDS = {"percentile": "per-image percentile normalisation", "none": "no normalisation",
+                    "equalize": "histogram equalisation of the head in each slice"}
+
+
 def refusal_sentence(lo: dict | None) -> str:
     """What the out-of-distribution and plane checks do on unseen sources, from the run's ``loso-checks``."""
     checks = (lo or {}).get("checks")
@@ -198,9 +202,12 @@ def main() -> None:
             "one cuts an EfficientNet-Lite0 with converted ImageNet weights (`backbones/`) after block 10 and scores "
             "every 16-pixel cell of the slice, the image's answer being their smooth maximum; where an expert mask "
             "exists (LGG, BraTS) each cell is also trained to match it, so it learns where a tumour is, not only "
-            "which source an image comes from. It sees 128x128 slices after per-image percentile normalisation, and "
+            "which source an image comes from. It sees {s}x{s} slices after {pre}, and "
             "trains on one random view of each image too (90/180-degree turns, flips, crops, gamma, contrast, bias "
-            "field, blur, noise, resolution, JPEG)." if recs["transfer"]["config"]["model"] == "patch" else
+            "field, blur, noise, resolution, JPEG).".format(s=recs["transfer"]["config"]["image_size"],
+                                                           pre=PREPROCESS_WORDS.get(recs["transfer"]["config"]["preprocess"],
+                                                                                    recs["transfer"]["config"]["preprocess"]))
+            if recs["transfer"]["config"]["model"] == "patch" else
            "- The paper's transfer model uses ResNet50V2, whose ImageNet weights must be downloaded; the shipped one "
            "uses EfficientNet-Lite0 with converted ImageNet weights that ship in `backbones/`, and global average "
            "pooling before the paper's Dense(500) head; with `pooling multiscale` it pools the maps of seven depths "

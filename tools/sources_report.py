@@ -294,7 +294,7 @@ def main(argv=None) -> int:
              "all images of the held-out one. The LGG family's three sequences are held out together (same patients).", "",
              f"Runs made before `{BALANCE_FIX}` trained their *without LGG* fold without the per-source balance they "
              "asked for: that training set (8932 rows) is smaller than an epoch's 12000 draws, and the draws took every "
-             "row once (fixed in commit d0ed9b7). Their other folds are unaffected: `20261206-204324` is the shipped "
+             "row once (fixed in commit d0ed9b7). Their other folds are unaffected: `20261206-204324` is the 128 px "
              "recipe run again after the fix, and its Br35H, IXI and BraTS folds are identical to `20261206-174956`'s.", ""]
     if len(lo) > 1:
         lines += comparison_section(lo)
