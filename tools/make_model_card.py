@@ -193,6 +193,7 @@ def main() -> None:
         folder = root / shipped[kind]
         recs[kind] = json.loads((folder / "run.json").read_text())
         md += describe(kind, recs[kind], folder)
+    held = {kind: held_out_run(recs[kind], runs_dir) for kind in recs}  # each reads every record in runs_dir
     md += ["## How they differ from the paper", "",
            "- The paper's from-scratch CNN flattens a 58x58x32 map into Dense(500): 54M parameters, over 200 MB. "
            "The shipped CNN keeps the paper's layers but adds one MaxPool before Flatten and may use a smaller input "
@@ -218,9 +219,9 @@ def main() -> None:
               "(`reports/generalisation.md`)." if recs["transfer"]["config"].get("degrade_copies") else "")), "",
            "## Known limits", "",
            "- Trained on six sources, but on a source it never saw the transfer model scores "
-           + held_out_range(held_out_run(recs["transfer"], runs_dir)) + ": it is not reliable on another hospital's "
-           "scans. " + refusal_sentence(held_out_run(recs["transfer"], runs_dir)) + " The "
-           "CNN's recipe scores " + held_out_range(held_out_run(recs["cnn"], runs_dir)) + " there."
+           + held_out_range(held["transfer"]) + ": it is not reliable on another hospital's "
+           "scans. " + refusal_sentence(held["transfer"]) + " The "
+           "CNN's recipe scores " + held_out_range(held["cnn"]) + " there."
            + (" The degraded copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, "
               "so the robustness measured there is to those kinds of degradation, not to real images from elsewhere."
               if recs["transfer"]["config"].get("degrade_copies") else ""),

@@ -129,8 +129,6 @@ def check_run(run, data_root=None, quantile: float = DEFAULT_QUANTILE, progress=
 
     record = runs.load_run(run)
     folder = record.pop("dir")
-    if record.get("mode") != "loso":
-        raise ConfigError(f"{run} is not a leave-one-source-out run (python -m bt_core loso ...)")
     checks = add_checks(record, load_run_data(record, data_root), quantile, progress)
     runs.write_json_atomic(runs.resolve(folder) / runs.RUN_FILE, record)
     return checks
