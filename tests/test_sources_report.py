@@ -80,3 +80,14 @@ def test_average_record_scores_the_mean_probability_of_runs_of_the_same_images()
     assert a["held_out"]["lgg"]["prob"] == [0.6, 0.1, 0.4, 0.9]  # the runs themselves are unchanged
     with pytest.raises(SystemExit, match="different images"):
         report.average_record([a, rec("run-c", [0.5] * 4, idx=(4, 5, 6, 7))])
+
+
+def test_checks_lines_show_refused_and_accepted_accuracy_per_held_out_source():
+    from bt_core.evaluation import fold_checks
+
+    rec = _rec("r", "x", {"ixi": {"ixi_t1": {"accuracy": 0.5}}})
+    rec["checks"] = {"quantile": 0.96, "held_out": {"ixi": fold_checks.summarise(
+        [0, 0, 0, 0], [0.1, 0.9, 0.9, 0.1], ["ixi_t1"] * 4, [False, True, False, False], None)}}
+    row = report.checks_lines(rec)[-1]
+    assert row == "| ixi | ixi_t1 | 25.0% | 25.0% | – | 50.0% | 66.7% |"
+    assert report.checks_lines(_rec("s", "y", {})) == []

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from bt_core import runs
-from bt_core.evaluation import abstain, metrics
+from bt_core.evaluation import abstain, held_out, metrics
 from bt_core.models import sources_fit
 
 
@@ -92,20 +92,19 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
 
 
 def checks_lines(rec: dict) -> list[str]:
-    """The app's refusal checks fitted without each held-out family (``python -m bt_core loso-checks``)."""
-    checks = rec.get("checks")
-    if not checks:
+    """The app's refusal checks fitted without each held-out family (``python -m bt_core loso-checks``),
+    from :func:`bt_core.evaluation.held_out.checks_table` (the table the Unseen sources page shows)."""
+    table = held_out.checks_table(rec)
+    if table is None:
         return []
     lines = ["", "The app's refusal checks (out-of-distribution and plane), fitted on the other families only "
-             f"(`python -m bt_core loso-checks reports/runs/{rec['id']}`, quantile {checks['quantile']}): share refused "
+             f"(`python -m bt_core loso-checks reports/runs/{rec['id']}`, quantile {rec['checks']['quantile']}): share refused "
              "and accuracy at 0.5 on the images left, against the accuracy on all. *Plane* is – where the other "
              "families hold one plane only, so no plane detector could be fitted:", "",
              "| held-out family | source | refused | of which OOD | of which plane | accuracy on all | accuracy on accepted |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for f, c in checks["held_out"].items():
-        for s, m in c["per_source"].items():
-            lines.append(f"| {f} | {s} | {pct(m['refused'])} | {pct(m['ood'])} | {pct(m['plane'])} | "
-                         f"{pct(rec['held_out'][f]['per_source'][s]['accuracy'])} | {pct(m['accuracy_accepted'])} |")
+    for r in table.itertuples(index=False):
+        lines.append(f"| {r[1]} | {r[0]} | " + " | ".join(pct(v) for v in r[2:]) + " |")
     return lines
 
 
