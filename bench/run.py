@@ -234,8 +234,8 @@ class Bench:
         self.memo: dict = {}
         self.failed: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="bt-bench-"))
-        from bt_core.models import lite0
-        self.weights = "default" if lite0.default_weights_path().is_file() else None
+        from bt_core.models import efficientnet_lite as lite
+        self.weights = "default" if lite.default_weights_path().is_file() else None
         self.weights_note = "ImageNet weights" if self.weights else "random weights (no Lite0 weights file)"
 
     def row(self, section, measure, value, unit="", note=""):

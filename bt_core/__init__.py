@@ -6,7 +6,7 @@ Grouped by concept, as MONAI is:
   ``dicom_series`` and ``nifti`` and the ``volume`` type), labelled folders and their cache (``folders``),
   several sources (``sources``), model input (``prepare``), splits (``splits``), degradations and
   augmentation (``degrade``, ``augment``), uploaded zips (``archive``).
-- ``bt_core.models``: networks (``networks``, ``patch``), the offline backbone (``lite0``), fitting and the
+- ``bt_core.models``: networks (``networks``, ``patch``), the offline backbones (``efficientnet_lite``), fitting and the
   paper's protocol (``training``, ``patch_training``, ``sources_fit``), leave-one-source-out (``loso``),
   several devices (``distribute``), sweeps on Ray (``sweep`` and its grid, ``sweep_grid``).
 - ``bt_core.evaluation``: ``metrics``, ``stats``, ``calibration``, ``posthoc``, ``ood``, ``abstain``,

@@ -13,7 +13,7 @@ from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
 BALANCE_CHOICES = ("none", "source")
-BACKBONES = ("efficientnet_lite0", "resnet50v2")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
 PREPROCESS_CHOICES = ("none", "percentile", "equalize")
 POOLING_CHOICES = ("avg", "multiscale")
@@ -100,6 +100,8 @@ class TrainConfig:
             (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),
             (not self.symmetry or (self.model == "patch" and self.freeze_backbone),
              "symmetry needs the patch model with a frozen backbone (--freeze-backbone)"),
+            (self.model != "patch" or self.backbone.startswith("efficientnet_lite"),
+             "the patch model needs an EfficientNet-Lite backbone (efficientnet_lite0 or efficientnet_lite1)"),
             (self.model != "patch" or (self.image_size % 16 == 0 and self.channels == 1),
              "the patch model needs an image size that is a multiple of 16 and one channel"),
         ]

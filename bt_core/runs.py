@@ -201,7 +201,7 @@ def load_model(run: str | os.PathLike, root=None):
 
 
 _KIND_SHORT = {"compact_cnn": "CNN", "paper_cnn": "paper CNN", "transfer": "transfer", "patch": "patch"}
-_BACKBONE_SHORT = {"efficientnet_lite0": "Lite0", "resnet50v2": "ResNet50V2"}
+_BACKBONE_SHORT = {"efficientnet_lite0": "Lite0", "efficientnet_lite1": "Lite1", "resnet50v2": "ResNet50V2"}
 
 
 def source_names(record: dict) -> list[str]:

@@ -101,3 +101,55 @@ def test_symmetry_needs_the_patch_model_with_a_frozen_backbone():
         TrainConfig(model="patch", image_size=64, symmetry=True).validate()
     with pytest.raises(ConfigError, match="symmetry"):
         TrainConfig(model="compact_cnn", symmetry=True).validate()
+
+
+def test_patch_model_on_lite1_is_cut_at_the_same_stage_and_splits_there():
+    model = patch.build(weights=None, image_size=64, seed=0, backbone="efficientnet_lite1")
+    trunk = patch.core_of(model)
+    assert trunk.layers[-1].name == "block14_add" and patch.fine_tune_from(trunk) == "block10_add"
+    assert patch.fine_tune_from(patch.core_of(patch.build(weights=None, image_size=64, seed=0))) == "block07_add"
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)
+    out = model.predict(x, verbose=0)
+    assert out["patch_logit"].shape == (2, 4, 4, 1)
+    lower, upper = patch.split(model)
+    assert lower.output.shape[-1] == 80  # the end of stage 4 (80 channels), where Lite1's fine-tuning starts
+    np.testing.assert_allclose(upper.predict(lower.predict(x, verbose=0), verbose=0)["prob"], out["prob"], atol=1e-5)
+    with pytest.raises(ConfigError, match="EfficientNet-Lite backbone"):
+        patch.build(weights=None, image_size=64, backbone="resnet50v2")
+    with pytest.raises(ConfigError, match="EfficientNet-Lite backbone"):
+        TrainConfig(model="patch", backbone="resnet50v2", image_size=64).validate()
+
+
+def _random_lite1_weights(path):
+    """A Lite1 weights file in the shipped format, of random weights (CI has no converted Lite1 file)."""
+    import h5py
+
+    from bt_core.models import efficientnet_lite as lite
+
+    model = lite.efficientnet_lite1(input_shape=(64, 64, 3))
+    with h5py.File(path, "w") as f:
+        f.attrs["format"], f.attrs["variant"] = lite.WEIGHTS_FORMAT, "lite1"
+        for layer in model.layers:
+            for i, w in enumerate(layer.get_weights()):
+                f.create_dataset(lite.weight_key(layer.name, i), data=w.astype("float16"))
+    return path
+
+
+def test_the_activation_cache_of_lite1_is_not_lite0s(tmp_path, monkeypatch):
+    from bt_core.models import efficientnet_lite as lite
+
+    real, fake = lite.default_weights_path, _random_lite1_weights(tmp_path / "lite1.h5")
+    monkeypatch.setattr(lite, "default_weights_path", lambda variant="lite0": fake if variant == "lite1" else real())
+    monkeypatch.setenv("BT_CACHE_DIR", str(tmp_path / "cache"))
+    a = make_source(tmp_path / "lgg_flair", patients=2, seed=1, masks=True)
+    specs = sources.specs_from([str(a)])
+    ds = sources.load_sources(specs, size=64)
+    masks, has_mask = sources.load_masks(ds, specs)
+    acts = {}
+    for backbone in ("efficientnet_lite0", "efficientnet_lite1"):
+        cfg = TrainConfig(model="patch", backbone=backbone, backbone_weights="default", image_size=64,
+                          dropout=0.0).validate()
+        acts[backbone] = PatchTrainer(cfg, ds, masks, has_mask).acts
+    assert len(list((tmp_path / "cache").glob("patchacts-*.npy"))) == 2  # one cache file per backbone
+    assert acts["efficientnet_lite0"].shape == acts["efficientnet_lite1"].shape  # both cut where stage 4 ends
+    assert not np.array_equal(acts["efficientnet_lite0"], acts["efficientnet_lite1"])

@@ -34,7 +34,7 @@ def backbone_features(cfg, images_u8: np.ndarray, progress=lambda e: None) -> np
         raise ConfigError("the refusal checks need a leave-one-source-out run of the patch model with a frozen "
                           "backbone (--model patch --freeze-backbone): other models' features change per fold")
     model = patch.build(cfg.backbone_weights, cfg.image_size, fine_tune=False, seed=cfg.seed,
-                        symmetry=False)  # the image's own map: what the symmetric model's checks pool
+                        symmetry=False, backbone=cfg.backbone)  # the image's own map: what the symmetric model's checks pool
     fm = ood.feature_model(model, "backbone")
     out = []
     for start in range(0, len(images_u8), CHUNK):

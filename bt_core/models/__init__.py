@@ -1,7 +1,7 @@
-"""Models and training: the networks, the offline Lite0 backbone, fitting and the paper's protocol, devices.
+"""Models and training: the networks, the offline EfficientNet-Lite backbones, fitting and the paper's protocol, devices.
 
 - :mod:`~bt_core.models.networks`: the paper's CNNs and the transfer models (``keras`` only).
-- :mod:`~bt_core.models.lite0`: EfficientNet-Lite0 in Keras with converted ImageNet weights.
+- :mod:`~bt_core.models.efficientnet_lite`: EfficientNet-Lite0 and Lite1 in Keras with converted ImageNet weights.
 - :mod:`~bt_core.models.training`: one fit, or the paper's protocol (k-fold CV, final fit, test), as a run.
 - :mod:`~bt_core.models.patch`, :mod:`~bt_core.models.patch_training`: the patch model (cells scored, masks as
   a training signal) and its fast training on cached activations.

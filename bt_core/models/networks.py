@@ -56,6 +56,8 @@ def augmentation(seed: int = 42) -> list:
 MULTISCALE_LAYERS = {  # shallow to deep; the last one is the backbone's own output
     "efficientnet_lite0": ("block02_add", "block04_add", "block07_add", "block10_add", "block14_add",
                            "block15_project_bn", "top_relu"),
+    "efficientnet_lite1": ("block03_add", "block06_add", "block10_add", "block14_add", "block19_add",
+                           "block20_project_bn", "top_relu"),
     "resnet50v2": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "post_relu"),
 }
 
@@ -130,11 +132,12 @@ def backbone_model(name: str = "efficientnet_lite0", weights="default", input_sh
         except Exception as err:  # offline, or a file that does not fit
             raise ModelError(f"ResNet50V2 weights {w!r} could not be loaded ({type(err).__name__}); offline? "
                              "use --backbone efficientnet_lite0, which ships its ImageNet weights") from None
-    elif name == "efficientnet_lite0":
-        from bt_core.models import lite0
+    elif name in ("efficientnet_lite0", "efficientnet_lite1"):
+        from bt_core.models import efficientnet_lite as lite
 
-        w = lite0.default_weights_path() if weights in ("default", "imagenet") else weights
-        base = lite0.efficientnet_lite0(input_shape=input_shape, include_top=False, weights=w)
+        variant = name.rsplit("_", 1)[1]
+        w = lite.default_weights_path(variant) if weights in ("default", "imagenet") else weights
+        base = lite.efficientnet_lite(variant, input_shape, include_top=False, weights=w)
     else:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return keras.Model(base.input, base.output, name="backbone")

@@ -1,7 +1,8 @@
 """Patch model: a transfer model that scores every cell of the slice and pools them into one answer.
 
-EfficientNet-Lite0 (ImageNet weights, :mod:`bt_core.models.lite0`) is cut after ``block10_add``
-(stride 16: a 15 x 15 map of 112 channels at 240 px). A small head (``patch_head``: optional 3x3
+EfficientNet-Lite0 (ImageNet weights, :mod:`bt_core.models.efficientnet_lite`) is cut after ``block10_add``
+(stride 16: a 15 x 15 map of 112 channels at 240 px); with ``backbone="efficientnet_lite1"`` Lite1 is cut at
+the same stage's end, ``block14_add`` (:data:`CUTS`). A small head (``patch_head``: optional 3x3
 context convolutions, then 1x1) gives each cell a tumour logit (a 15 x 15 map); the image's logit is their smooth maximum (log-sum-exp pooling,
 :class:`LSEPool`), then ``Dense(1, name="logit")`` and ``Activation("sigmoid", name="prob")`` as
 every model here. So the answer is "is there a tumour *somewhere*", and the cell map says where.
@@ -16,20 +17,21 @@ are one-sided, so the difference is a cue that carries across sources.
 Training signal (:func:`masked_bce`): the image label for every image, plus, where an expert mask
 exists (LGG, BraTS) or the slice has no tumour (every ``no`` slice), a per-cell target: the share of
 the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the image logit only
-(multiple-instance learning). Fine-tuning: blocks ``FINE_TUNE_FROM`` + 1 .. 10 train (BatchNorm
-frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
+(multiple-instance learning). Fine-tuning: the blocks of the cut's stage train (Lite0: 08-10 after
+``block07_add``; BatchNorm frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
 
-Defaults: 240 px, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
+Defaults: Lite0, 240 px, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
+from bt_core.errors import ConfigError
 from bt_core.models import networks
 
-CUT = "block10_add"
-FINE_TUNE_FROM = "block07_add"
+# backbone -> (the layer after which fine-tuning starts, the cut: the end of the stride-16 stage)
+CUTS = {"efficientnet_lite0": ("block07_add", "block10_add"), "efficientnet_lite1": ("block10_add", "block14_add")}
 MAP_SIZE = 15  # cells per side at 240 px
 CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone
 
@@ -106,15 +108,18 @@ def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0) -> keras.
 
 def build(weights="default", image_size: int = 240, head_units: int = 64, dropout: float = 0.3,
           lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42, head_depth: int = 0,
-          symmetry: bool = False) -> keras.Model:
+          symmetry: bool = False, backbone: str = "efficientnet_lite0") -> keras.Model:
     """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}.
 
-    ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`)."""
+    ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`).
+    ``backbone``: ``efficientnet_lite0`` or ``efficientnet_lite1`` (cut as :data:`CUTS` says)."""
     keras.utils.set_random_seed(seed)
-    full = networks.backbone_model("efficientnet_lite0", weights, (image_size, image_size, 3))
-    core = keras.Model(full.input, full.get_layer(CUT).output, name=CORE if symmetry else "backbone")
+    if backbone not in CUTS:
+        raise ConfigError(f"the patch model needs an EfficientNet-Lite backbone ({', '.join(CUTS)}), not {backbone!r}")
+    full = networks.backbone_model(backbone, weights, (image_size, image_size, 3))
+    core = keras.Model(full.input, full.get_layer(CUTS[backbone][1]).output, name=CORE if symmetry else "backbone")
     if fine_tune:
-        networks.set_trainable_after(core, FINE_TUNE_FROM)
+        networks.set_trainable_after(core, CUTS[backbone][0])
     else:
         core.trainable = False
     trunk = symmetric(core) if symmetry else core
@@ -143,29 +148,35 @@ def core_of(model: keras.Model) -> keras.Model:
     return trunk.get_layer(CORE) if is_symmetric(trunk) else trunk
 
 
+def fine_tune_from(trunk: keras.Model) -> str:
+    """The layer of ``trunk`` (:func:`core_of`) after which fine-tuning starts, read from where it is cut."""
+    cut = trunk.layers[-1].name
+    return next(start for start, end in CUTS.values() if end == cut)
+
+
 def answer_model(model: keras.Model) -> keras.Model:
     """The same layers with the probability as the only output (what inference and Grad-CAM call)."""
     return keras.Model(model.inputs, model.get_layer("prob").output, name=model.name + "_answer")
 
 
 def lower(model: keras.Model) -> keras.Model:
-    """Image -> activations at ``FINE_TUNE_FROM`` (the frozen part), sharing the model's layers."""
+    """Image -> activations at :func:`fine_tune_from` (the frozen part), sharing the model's layers."""
     trunk = core_of(model)
     inp = keras.Input(model.inputs[0].shape[1:], name="image_in")
     x = inp
     for name in ("grey_to_rgb", "rescale"):
         x = model.get_layer(name)(x)
-    return keras.Model(inp, keras.Model(trunk.input, trunk.get_layer(FINE_TUNE_FROM).output)(x), name="lower")
+    return keras.Model(inp, keras.Model(trunk.input, trunk.get_layer(fine_tune_from(trunk)).output)(x), name="lower")
 
 
 def split(model: keras.Model):
-    """(lower: image -> activations at FINE_TUNE_FROM, upper: activations -> outputs), sharing layers.
+    """(lower: image -> activations at :func:`fine_tune_from`, upper: activations -> outputs), sharing layers.
 
     Not for the symmetric model, which trains with a frozen backbone only (its head takes two maps)."""
     if core_of(model) is not model.get_layer("backbone"):
         raise ValueError("the symmetric patch model has no single upper part: it trains with a frozen backbone")
     trunk = model.get_layer("backbone")
-    mid = trunk.get_layer(FINE_TUNE_FROM).output
+    mid = trunk.get_layer(fine_tune_from(trunk)).output
     a = keras.Input(mid.shape[1:], name="activations_in")
     cells = model.get_layer("patch_head")(keras.Model(mid, trunk.output)(a))
     prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))

