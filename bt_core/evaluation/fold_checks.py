@@ -104,14 +104,15 @@ def add_checks(record: dict, ds, quantile: float = DEFAULT_QUANTILE, progress=la
     images = data.at_size(ds.images, cfg.image_size)
     feats = backbone_features(cfg, images, progress)
     stats = ood.image_statistics(images)
-    planes = plane_labels(ds.meta.get("plane"), ds.family_of())
-    refusals = fold_refusals(ds.family_of(), ds.labels, sources.group_ids(ds), sources_fit.strata_for(ds),
+    family = ds.family_of()
+    planes = plane_labels(ds.meta.get("plane"), family)
+    refusals = fold_refusals(family, ds.labels, sources.group_ids(ds), sources_fit.strata_for(ds),
                              feats, stats, planes, quantile, seed=cfg.seed)
     checks = {"quantile": quantile, "method": "out-of-distribution check (backbone features and image statistics) "
               "and plane detector, fitted on the other families only, as calibrate fits them", "held_out": {}}
     for fam, r in record["held_out"].items():
         flags = refusals[fam]
-        pos = {int(i): k for k, i in enumerate(np.flatnonzero(ds.family_of() == fam))}
+        pos = {int(i): k for k, i in enumerate(np.flatnonzero(family == fam))}
         order = np.asarray([pos[int(i)] for i in r["idx"]])  # the record's order of the held-out images
         plane = None if flags["plane"] is None else flags["plane"][order]
         checks["held_out"][fam] = {**summarise(r["y"], r["prob"], r["source"], flags["ood"][order], plane),
