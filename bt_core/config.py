@@ -60,7 +60,7 @@ class TrainConfig:
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
-    freeze_backbone: bool = False  # patch model: keep blocks 08-10 frozen too (head only)
+    freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)
     head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)
     symmetry: bool = False  # patch model: the head also sees how each cell differs from its left-right mirror cell
 

@@ -1,11 +1,12 @@
 """Patch training: fit the patch model (:mod:`bt_core.models.patch`) on several sources, fast on a CPU.
 
-The frozen lower part of the backbone (stem to ``block07_add``) runs once per image and per
+The frozen lower part of the backbone (stem to the end of stage 4: Lite0's ``block07_add``, Lite1's
+``block10_add``, :data:`bt_core.models.patch.CUTS`) runs once per image and per
 augmented view (:func:`bt_core.data.augment.views`, ``TrainConfig.views`` of them per image, seeded);
 its activations are cached on disk by data fingerprint. Each fit then trains only the upper part
-(blocks 08-10, BatchNorm frozen, and the patch head) on the cached activations of its own training
+(the stride-16 stage's blocks, Lite0's 08-10, BatchNorm frozen, and the patch head) on the cached activations of its own training
 images and of their views, never on a view of a validation or test image. With ``freeze_backbone``
-blocks 08-10 run once too and only the head trains (about ten times faster on a CPU). With
+those blocks run once too and only the head trains (about ten times faster on a CPU). With
 ``symmetry`` (frozen backbone only) the mirror image of every image and view runs too (its own cache),
 and the head trains on the map beside its difference from the mirror's (:class:`bt_core.models.patch.Asymmetry`).
 
@@ -88,7 +89,7 @@ class PatchTrainer:
         self.targets = cell_targets(all_masks, known, self.cells)
         rows = np.concatenate([ds.images, views]) if cfg.views else ds.images
         self.acts = self._activations(rows)
-        if cfg.freeze_backbone:  # blocks 08-10 are frozen too: run them once, train the head alone
+        if cfg.freeze_backbone:  # the upper blocks are frozen too: run them once, train the head alone
             self.acts = self._frozen_features(self.acts)
         if cfg.symmetry:  # the map of each mirror image, at the same cells: the head sees |a - b| beside a
             mirror = self._frozen_features(self._activations(rows[:, :, ::-1], "-mirror"))
@@ -133,7 +134,7 @@ class PatchTrainer:
                                for a in range(0, len(acts), 2048)])
 
     def _upper(self, model: keras.Model) -> keras.Model:
-        """What trains on the cached arrays: blocks 08-10 and the head, or the head alone when frozen."""
+        """What trains on the cached arrays: the upper blocks and the head, or the head alone when frozen."""
         if not self.cfg.freeze_backbone:
             return patch.split(model)[1]
         a = keras.Input(self.acts.shape[1:], name="features_in")
