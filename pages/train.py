@@ -114,7 +114,9 @@ def _form(folders: list[str]) -> None:
                       "`name` and `family`; the file lies under the allowed data roots.")
         c1, c2 = st.columns(2)
         c1.selectbox("Model", launcher.CHOICES["model"], format_func=lambda m: f"{m}: {MODEL_HELP.get(m, m)}", key="train_model")
-        c2.selectbox("Backbone (transfer only)", launcher.CHOICES["backbone"], key="train_backbone")
+        c2.selectbox("Backbone (transfer and patch models)", launcher.CHOICES["backbone"], key="train_backbone",
+                     help="Lite0 ships its ImageNet weights; Lite1's are written once by "
+                     "`python tools/convert_lite.py --variant lite1`; ResNet50V2 downloads them (transfer only).")
         c1, c2 = st.columns(2)
         c1.number_input("Epochs", 1, 1000, key="train_epochs")
         c2.number_input("Folds (cv mode)", 2, 20, key="train_folds")

@@ -88,6 +88,18 @@ def test_bad_folders_and_options_are_one_line_errors(argv, words, capsys):
     assert len(err) == 1 and words in err[0]
 
 
+@pytest.mark.parametrize("command", ["loso", "cv"])
+def test_lite1_without_its_weights_is_one_line_before_any_data_is_read(command, capsys, monkeypatch, tmp_path):
+    from bt_core import config
+
+    monkeypatch.setattr(config, "lite_weights_path", lambda variant="lite0": tmp_path / f"{variant}.h5")
+    argv = [command, "--data", "/no/such/folder", "--model", "patch", "--image-size", "64",
+            "--backbone", "efficientnet_lite1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "convert_lite.py --variant lite1" in err[0]  # not "data folder not found"
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from conftest import make_folder

@@ -122,11 +122,24 @@ def test_allowed_roots(tmp_path):
     ({"synth_lesions": 0.5}, "synth lesions apply to the patch model only"),
     ({"synth_lesions": 0.5, "model": "patch", "image_size": 128}, "synth_lesions needs"),
     ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),
+    ({"model": "patch", "image_size": 128, "backbone": "resnet50v2"}, "EfficientNet-Lite backbone"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):
     with pytest.raises(ConfigError, match=words) as err:
         spec(env, **change).validate()
     assert "\n" not in str(err.value)
+
+
+def test_lite1_without_its_converted_weights_is_refused_before_the_job_starts(env, monkeypatch, tmp_path):
+    from bt_core import config
+
+    monkeypatch.setattr(config, "lite_weights_path", lambda variant="lite0": tmp_path / f"{variant}.h5")
+    with pytest.raises(ConfigError, match="convert_lite.py --variant lite1") as err:
+        spec(env, model="patch", image_size=128, backbone="efficientnet_lite1").validate()
+    assert "\n" not in str(err.value)
+    spec(env, model="paper_cnn", backbone="efficientnet_lite1").validate()  # the CNN uses no backbone
+    (tmp_path / "lite1.h5").write_bytes(b"")
+    spec(env, model="patch", image_size=128, backbone="efficientnet_lite1").validate()
 
 
 def test_launcher_imports_no_backend():

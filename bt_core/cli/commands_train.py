@@ -17,9 +17,11 @@ from bt_core.progress import progress_printer as _progress_printer
 
 
 def _config(args):
-    from bt_core.config import TrainConfig
+    from bt_core.config import TrainConfig, check_backbone_weights
 
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
+    if args.model in ("transfer", "patch"):
+        check_backbone_weights(args.backbone, weights)  # before any data is read
     return TrainConfig(model=args.model, backbone=args.backbone, backbone_weights=weights, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, split=args.split,
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,

@@ -41,6 +41,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from bt_core.config import lite_weights_path
 from bt_core.errors import ConfigError, ModelError
 
 WEIGHTS_FORMAT = "bt_core.lite0.v1"
@@ -75,8 +76,7 @@ def _variant(variant):
 
 def default_weights_path(variant="lite0"):
     """Return ``<repo>/trained_models/backbones/efficientnet_<variant>_imagenet.h5``."""
-    repo = Path(__file__).resolve().parents[2]
-    return repo / "trained_models" / "backbones" / f"efficientnet_{_variant(variant)}_imagenet.h5"
+    return lite_weights_path(_variant(variant))
 
 
 def block_specs(variant="lite0"):

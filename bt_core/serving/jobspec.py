@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from bt_core import runs
-from bt_core.config import (BACKBONES, BALANCE_CHOICES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES,
-                             SPLIT_KINDS, TrainConfig)
+from bt_core.config import (BACKBONES, BALANCE_CHOICES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, TrainConfig,
+                             SPLIT_KINDS, check_backbone_weights)
 from bt_core.errors import BTError, ConfigError
 from bt_core.serving.data_roots import check_sources
 
@@ -106,6 +106,8 @@ class JobSpec:
                 raise ConfigError(f"{' and '.join(changed)} apply to the {model} model only")
         shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(JobSpec)}
         TrainConfig(**{k: getattr(self, k) for k in shared}).validate()  # the rules between options (e.g. patch sizes)
+        if self.model in ("transfer", "patch"):
+            check_backbone_weights(self.backbone)
         real, file = check_sources(self.folders(), self.sources_file, roots)
         self.data_dir, self.data_dirs = (str(real[0]) if real else ""), tuple(map(str, real[1:]))
         self.sources_file = str(file) if file else ""
