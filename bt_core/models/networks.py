@@ -28,6 +28,8 @@ from keras import layers
 from bt_core.errors import ConfigError, ModelError
 
 from bt_core.config import BACKBONES, MODEL_KINDS  # noqa: F401
+from bt_core.models import efficientnet_lite as lite
+
 DEFAULT_INPUT = (240, 240, 1)
 
 
@@ -54,10 +56,8 @@ def augmentation(seed: int = 42) -> list:
 
 
 MULTISCALE_LAYERS = {  # shallow to deep; the last one is the backbone's own output
-    "efficientnet_lite0": ("block02_add", "block04_add", "block07_add", "block10_add", "block14_add",
-                           "block15_project_bn", "top_relu"),
-    "efficientnet_lite1": ("block03_add", "block06_add", "block10_add", "block14_add", "block19_add",
-                           "block20_project_bn", "top_relu"),
+    # EfficientNet-Lite: the end of every stage after the first, then the head (lite0: block02_add ... top_relu)
+    **{f"efficientnet_{v}": (*lite.stage_ends(v)[1:], "top_relu") for v in lite.REPEATS},
     "resnet50v2": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "post_relu"),
 }
 
@@ -133,8 +133,6 @@ def backbone_model(name: str = "efficientnet_lite0", weights="default", input_sh
             raise ModelError(f"ResNet50V2 weights {w!r} could not be loaded ({type(err).__name__}); offline? "
                              "use --backbone efficientnet_lite0, which ships its ImageNet weights") from None
     elif name in ("efficientnet_lite0", "efficientnet_lite1"):
-        from bt_core.models import efficientnet_lite as lite
-
         variant = name.rsplit("_", 1)[1]
         w = lite.default_weights_path(variant) if weights in ("default", "imagenet") else weights
         base = lite.efficientnet_lite(variant, input_shape, include_top=False, weights=w)

@@ -28,10 +28,12 @@ import keras
 from keras import layers, ops
 
 from bt_core.errors import ConfigError
+from bt_core.models import efficientnet_lite as lite
 from bt_core.models import networks
 
-# backbone -> (the layer after which fine-tuning starts, the cut: the end of the stride-16 stage)
-CUTS = {"efficientnet_lite0": ("block07_add", "block10_add"), "efficientnet_lite1": ("block10_add", "block14_add")}
+# backbone -> (the layer after which fine-tuning starts: the end of stage 4, the cut: the end of the stride-16
+# stage 5), e.g. Lite0 ("block07_add", "block10_add"), Lite1 ("block10_add", "block14_add")
+CUTS = {f"efficientnet_{v}": tuple(lite.stage_ends(v)[3:5]) for v in lite.REPEATS}
 MAP_SIZE = 15  # cells per side at 240 px
 CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone
 
