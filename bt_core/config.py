@@ -14,6 +14,8 @@ from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
 BALANCE_CHOICES = ("none", "source")
+# patch model: how the head treats a map's style (per-image channel means and scales), bt_core.models.patch
+FEATURE_STYLES = ("keep", "instance", "mixstyle")
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
 PREPROCESS_CHOICES = ("none", "percentile", "equalize")
@@ -78,6 +80,7 @@ class TrainConfig:
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)
     head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)
     symmetry: bool = False  # patch model: the head also sees how each cell differs from its left-right mirror cell
+    feature_style: str = "keep"  # patch model: keep, instance (normalise away) or mixstyle (mix in training), patch.STYLES
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -113,6 +116,8 @@ class TrainConfig:
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),
             (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),
+            (self.feature_style in FEATURE_STYLES, f"feature style must be one of {', '.join(FEATURE_STYLES)}"),
+            (self.feature_style == "keep" or self.model == "patch", "a feature style other than keep needs the patch model"),
             (not self.symmetry or (self.model == "patch" and self.freeze_backbone),
              "symmetry needs the patch model with a frozen backbone (--freeze-backbone)"),
             (self.model != "patch" or self.backbone.startswith("efficientnet_lite"),

@@ -106,6 +106,7 @@ def test_symmetry_needs_the_patch_model_with_a_frozen_backbone():
 def test_patch_model_on_lite1_is_cut_at_the_same_stage_and_splits_there():
     model = patch.build(weights=None, image_size=64, seed=0, backbone="efficientnet_lite1")
     trunk = patch.core_of(model)
+    assert model.name == "patch_lite1"
     assert trunk.layers[-1].name == "block14_add" and patch.fine_tune_from(trunk) == "block10_add"
     assert patch.fine_tune_from(patch.core_of(patch.build(weights=None, image_size=64, seed=0))) == "block07_add"
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)

@@ -29,7 +29,8 @@ def _config(args):
                        pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, precision=args.precision, data_parallel=args.data_parallel,
                        views=args.views, strip_skull=args.strip_skull, synth_lesions=args.synth_lesions, lesion_weight=args.lesion_weight, balance=args.balance, samples_per_epoch=args.samples_per_epoch,
                        mask_weight=args.mask_weight, freeze_backbone=args.freeze_backbone, dropout=args.dropout,
-                       head_depth=args.head_depth, dense_units=args.dense_units, symmetry=args.symmetry).validate()
+                       head_depth=args.head_depth, dense_units=args.dense_units, symmetry=args.symmetry,
+                       feature_style=args.feature_style).validate()
 
 
 def load_training_data(args, report):

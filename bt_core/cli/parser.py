@@ -12,7 +12,7 @@ from bt_core.config import PRECISION_CHOICES
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from bt_core.config import BACKBONES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
+    from bt_core.config import BACKBONES, FEATURE_STYLES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, SPLIT_KINDS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", action="append", default=[], metavar="FOLDER",
@@ -38,6 +38,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-backbone", action="store_true", help="patch model: train the head only")
     p.add_argument("--symmetry", action="store_true",
                    help="patch model: the head also sees how each cell differs from its left-right mirror cell")
+    p.add_argument("--feature-style", default=d.feature_style, choices=FEATURE_STYLES,
+                   help="patch model: keep each map's channel means and scales, normalise them away (instance), "
+                        "or mix them between slices in training (mixstyle)")
     p.add_argument("--head-depth", type=int, default=d.head_depth,
                    help="patch model: 3x3 context convolutions in the head")
     p.add_argument("--dense-units", type=int, default=d.dense_units,

@@ -20,13 +20,18 @@ the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the imag
 (multiple-instance learning). Fine-tuning: the blocks of the cut's stage train (Lite0: 08-10 after
 ``block07_add``; BatchNorm frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
 
-Defaults: Lite0, 240 px, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
+Style (``style``, :data:`STYLES`): the head may first remove each map's per-channel means and scales
+(:class:`InstanceNorm`) or, in training, mix them between slices (:class:`MixStyle`), so that it cannot
+lean on what a source's slices look like as a whole.
+
+Defaults: Lite0, 240 px, style kept, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
+from bt_core.config import FEATURE_STYLES
 from bt_core.errors import ConfigError
 from bt_core.models import efficientnet_lite as lite
 from bt_core.models import networks
@@ -35,7 +40,10 @@ from bt_core.models import networks
 # stage 5), e.g. Lite0 ("block07_add", "block10_add"), Lite1 ("block10_add", "block14_add")
 CUTS = {f"efficientnet_{v}": tuple(lite.stage_ends(v)[3:5]) for v in lite.REPEATS}
 MAP_SIZE = 15  # cells per side at 240 px
-CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone
+CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone, Lite1 too (saved models look it up)
+# how the head treats the "style" of a map (per-image channel means and scales): keep it, remove it
+# (InstanceNorm), or mix it between the images of a training batch (MixStyle)
+STYLES = FEATURE_STYLES
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
@@ -82,6 +90,50 @@ class ImageChannels(layers.Layer):
         return (*input_shape[:-1], input_shape[-1] // 2)
 
 
+def _style(x, eps: float = 1e-3):
+    """Per image and channel, the mean and standard deviation of a (N, H, W, C) map over its cells."""
+    mean = ops.mean(x, axis=(1, 2), keepdims=True)
+    return mean, ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + eps)
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+class InstanceNorm(layers.Layer):
+    """Instance normalisation (Ulyanov et al., 2016): each channel of each image's map standardised over
+    its cells. What is left is where a cell differs from the rest of *its own* slice; the channel means
+    and scales, which carry much of a scanner's or sequence's look (Huang & Belongie, 2017), are gone."""
+
+    def call(self, x):
+        mean, std = _style(x)
+        return (x - mean) / std
+
+
+@keras.saving.register_keras_serializable(package="bt_core")
+class MixStyle(layers.Layer):
+    """MixStyle (Zhou et al., ICLR 2021), in training only: with probability ``p`` an image's map takes a
+    mix (weight ``lam ~ Beta(alpha, alpha)``) of its own channel means and scales and those of another image
+    of the batch, so the head sees each slice in many scanners' styles. The identity at inference."""
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kw):
+        super().__init__(**kw)
+        self.p, self.alpha, self.seed = float(p), float(alpha), seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        n = ops.shape(x)[0]
+        mean, std = _style(x)
+        perm = keras.random.shuffle(ops.arange(n), seed=self._gen)
+        lam = keras.random.beta((n, 1, 1, 1), self.alpha, self.alpha, seed=self._gen)
+        mixed_mean = lam * mean + (1 - lam) * ops.take(mean, perm, axis=0)
+        mixed_std = lam * std + (1 - lam) * ops.take(std, perm, axis=0)
+        mixed = (x - mean) / std * mixed_std + mixed_mean
+        return ops.where(keras.random.uniform((n, 1, 1, 1), seed=self._gen) < self.p, mixed, x)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "alpha": self.alpha, "seed": self.seed}
+
+
 def is_symmetric(layer) -> bool:
     """Whether ``layer`` is the symmetric backbone (:func:`symmetric`), whose map ends in |a - b| channels."""
     return isinstance(layer, keras.Model) and "asymmetry" in {sub.name for sub in layer.layers}
@@ -96,11 +148,19 @@ def masked_bce(y_true, y_pred):
     return ops.sum(loss * known, axis=(1, 2, 3)) / (ops.sum(known, axis=(1, 2, 3)) + 1e-6)
 
 
-def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0) -> keras.Model:
-    """Cell logits from a feature map: ``depth`` 3x3 convolutions (context), a 1x1 convolution, dropout,
-    and a 1x1 convolution to one logit per cell (``patch_logit``)."""
+def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0, style: str = "keep",
+         seed: int | None = None) -> keras.Model:
+    """Cell logits from a feature map: the map's style handled as ``style`` says (:data:`STYLES`), ``depth``
+    3x3 convolutions (context), a 1x1 convolution, dropout, and a 1x1 convolution to one logit per cell
+    (``patch_logit``)."""
+    if style not in STYLES:
+        raise ConfigError(f"feature style must be one of {', '.join(STYLES)}, not {style!r}")
     inp = keras.Input(shape)
     x = inp
+    if style == "instance":
+        x = InstanceNorm(name="instance_norm")(x)
+    elif style == "mixstyle":
+        x = MixStyle(seed=seed, name="mixstyle")(x)
     for i in range(depth):
         x = layers.Conv2D(units, 3, padding="same", activation="relu", name=f"patch_context{i}")(x)
     x = layers.Conv2D(units, 1, activation="relu", name="patch_conv")(x)
@@ -110,11 +170,12 @@ def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0) -> keras.
 
 def build(weights="default", image_size: int = 240, head_units: int = 64, dropout: float = 0.3,
           lse_r: float = 4.0, fine_tune: bool = True, seed: int = 42, head_depth: int = 0,
-          symmetry: bool = False, backbone: str = "efficientnet_lite0") -> keras.Model:
+          symmetry: bool = False, backbone: str = "efficientnet_lite0", style: str = "keep") -> keras.Model:
     """The patch model: image (N, S, S, 1) in [0, 255] -> {"prob": (N, 1), "patch_logit": (N, S/16, S/16, 1)}.
 
     ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`).
-    ``backbone``: ``efficientnet_lite0`` or ``efficientnet_lite1`` (cut as :data:`CUTS` says)."""
+    ``backbone``: ``efficientnet_lite0`` or ``efficientnet_lite1`` (cut as :data:`CUTS` says).
+    ``style``: the head's first step (:data:`STYLES`)."""
     keras.utils.set_random_seed(seed)
     if backbone not in CUTS:
         raise ConfigError(f"the patch model needs an EfficientNet-Lite backbone ({', '.join(CUTS)}), not {backbone!r}")
@@ -129,11 +190,11 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
     x = networks.GreyToRGB(name="grey_to_rgb")(inputs)
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
     x = trunk(x)
-    cells = head(x.shape[1:], head_units, dropout, head_depth)(x)
+    cells = head(x.shape[1:], head_units, dropout, head_depth, style, seed)(x)
     pooled = LSEPool(lse_r, name="lse_pool")(cells)
     logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
     prob = layers.Activation("sigmoid", name="prob")(logit)
-    return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="patch_lite0")
+    return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="patch_" + backbone.removeprefix("efficientnet_"))
 
 
 def symmetric(core: keras.Model) -> keras.Model:

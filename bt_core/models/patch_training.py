@@ -152,7 +152,7 @@ class PatchTrainer:
         c = self.cfg
         return patch.build(c.backbone_weights, c.image_size, dropout=c.dropout, fine_tune=not c.freeze_backbone,
                            seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units, symmetry=c.symmetry,
-                           backbone=c.backbone)
+                           backbone=c.backbone, style=c.feature_style)
 
     def rows_of(self, idx) -> np.ndarray:
         """Rows (images and their views) of the images ``idx``."""
