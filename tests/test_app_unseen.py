@@ -93,7 +93,8 @@ def test_unseen_page_opens_on_the_shipped_recipe_and_compares_runs(evidence):
     pick.set_value([*pick.value, "Another recipe (20261206-110000-patch-loso)"]).run()
     assert not at.exception and at.dataframe[0].value.shape[1] == 2
     checks = at.dataframe[-1].value.set_index("held-out source")  # only the second run has refusal checks
-    assert list(checks.index) == ["lgg_flair", "lgg_t1c", "ixi_t1"] and list(checks["refused"]) == ["50.0%"] * 3
+    assert list(checks.index) == ["lgg_flair", "lgg_t1c", "all 2 sources", "ixi_t1"]  # LGG's two also together
+    assert list(checks["refused"]) == ["50.0%"] * 4
     assert checks.loc["ixi_t1", "by the plane check"] == "–" and checks.loc["lgg_flair", "by the plane check"] == "0.0%"
     assert len(at.dataframe) == 4  # side by side, two runs' tables, one checks table
     assert "python -m bt_core loso --seed" in texts(at.code)[0]

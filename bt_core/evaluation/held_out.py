@@ -62,17 +62,24 @@ def source_table(rec: dict, threshold: float = 0.5) -> pd.DataFrame:
 def checks_table(rec: dict) -> pd.DataFrame | None:
     """One row per held-out source from the record's refusal checks (``python -m bt_core loso-checks``):
     share refused, by the OOD check and by the plane check (NaN: none fitted), accuracy at 0.5 on all
-    images and on those accepted; None when the record has no checks."""
+    images and on those accepted; None when the record has no checks. A family of several sources (LGG's three
+    sequences) also gets a row for all its images together ("all N sources")."""
     checks = rec.get("checks")
     if not checks:
         return None
+
+    def row(name, fam, m, accuracy):
+        return {"held-out source": name, "family": fam, "refused": m["refused"], "by the OOD check": m["ood"],
+                "by the plane check": np.nan if m["plane"] is None else m["plane"], "accuracy on all": accuracy,
+                "accuracy on accepted": np.nan if m["accuracy_accepted"] is None else m["accuracy_accepted"]}
+
     rows = []
     for fam, c in checks["held_out"].items():
-        for s, m in c["per_source"].items():
-            rows.append({"held-out source": s, "family": fam, "refused": m["refused"], "by the OOD check": m["ood"],
-                         "by the plane check": np.nan if m["plane"] is None else m["plane"],
-                         "accuracy on all": rec["held_out"][fam]["per_source"][s]["accuracy"],
-                         "accuracy on accepted": np.nan if m["accuracy_accepted"] is None else m["accuracy_accepted"]})
+        h = rec["held_out"][fam]
+        rows += [row(s, fam, m, h["per_source"][s]["accuracy"]) for s, m in c["per_source"].items()]
+        if len(c["per_source"]) > 1 and "all" in c:
+            y, p = np.asarray(h["y"]), np.asarray(h["prob"], float)
+            rows.append(row(f"all {len(c['per_source'])} sources", fam, c["all"], float(((p >= 0.5) == (y == 1)).mean())))
     return pd.DataFrame(rows)
 
 
