@@ -14,7 +14,8 @@ from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
 BALANCE_CHOICES = ("none", "source")
-# patch model: how the head treats a map's style (per-image channel means and scales), bt_core.models.patch
+# patch model: how the head treats a map's style (per-image channel means and scales): keep it, normalise it
+# away (bt_core.models.patch.InstanceNorm) or mix it between the slices of a training batch (patch.MixStyle)
 FEATURE_STYLES = ("keep", "instance", "mixstyle")
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "resnet50v2")
 SPLIT_KINDS = ("group", "random")
@@ -80,7 +81,7 @@ class TrainConfig:
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)
     head_depth: int = 0  # patch model: 3x3 context convolutions in the head (its width is dense_units)
     symmetry: bool = False  # patch model: the head also sees how each cell differs from its left-right mirror cell
-    feature_style: str = "keep"  # patch model: keep, instance (normalise away) or mixstyle (mix in training), patch.STYLES
+    feature_style: str = "keep"  # patch model: keep, instance (normalise away) or mixstyle (mix in training), FEATURE_STYLES
 
     def validate(self) -> "TrainConfig":
         checks = [

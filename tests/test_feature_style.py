@@ -1,4 +1,4 @@
-"""The patch head's feature style (bt_core.models.patch.STYLES): instance normalisation removes what a
+"""The patch head's feature style (bt_core.config.FEATURE_STYLES): instance normalisation removes what a
 slice's map looks like as a whole, MixStyle swaps it between slices in training only; both save and load."""
 import subprocess
 import sys

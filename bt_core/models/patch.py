@@ -20,9 +20,9 @@ the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the imag
 (multiple-instance learning). Fine-tuning: the blocks of the cut's stage train (Lite0: 08-10 after
 ``block07_add``; BatchNorm frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
 
-Style (``style``, :data:`STYLES`): the head may first remove each map's per-channel means and scales
-(:class:`InstanceNorm`) or, in training, mix them between slices (:class:`MixStyle`), so that it cannot
-lean on what a source's slices look like as a whole.
+Style (``style``, :data:`bt_core.config.FEATURE_STYLES`): the head may first remove each map's per-channel
+means and scales (:class:`InstanceNorm`) or, in training, mix them between slices (:class:`MixStyle`), so
+that it cannot lean on what a source's slices look like as a whole.
 
 Defaults: Lite0, 240 px, style kept, head 64 channels and no context layer, dropout 0.3, LSE sharpness 4, Adam 3e-4, mask-loss weight 1.
 """
@@ -41,9 +41,6 @@ from bt_core.models import networks
 CUTS = {f"efficientnet_{v}": tuple(lite.stage_ends(v)[3:5]) for v in lite.REPEATS}
 MAP_SIZE = 15  # cells per side at 240 px
 CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone, Lite1 too (saved models look it up)
-# how the head treats the "style" of a map (per-image channel means and scales): keep it, remove it
-# (InstanceNorm), or mix it between the images of a training batch (MixStyle)
-STYLES = FEATURE_STYLES
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
@@ -150,11 +147,11 @@ def masked_bce(y_true, y_pred):
 
 def head(shape, units: int = 64, dropout: float = 0.3, depth: int = 0, style: str = "keep",
          seed: int | None = None) -> keras.Model:
-    """Cell logits from a feature map: the map's style handled as ``style`` says (:data:`STYLES`), ``depth``
-    3x3 convolutions (context), a 1x1 convolution, dropout, and a 1x1 convolution to one logit per cell
-    (``patch_logit``)."""
-    if style not in STYLES:
-        raise ConfigError(f"feature style must be one of {', '.join(STYLES)}, not {style!r}")
+    """Cell logits from a feature map: the map's style handled as ``style`` says
+    (:data:`bt_core.config.FEATURE_STYLES`), ``depth`` 3x3 convolutions (context), a 1x1 convolution,
+    dropout, and a 1x1 convolution to one logit per cell (``patch_logit``)."""
+    if style not in FEATURE_STYLES:
+        raise ConfigError(f"feature style must be one of {', '.join(FEATURE_STYLES)}, not {style!r}")
     inp = keras.Input(shape)
     x = inp
     if style == "instance":
@@ -175,7 +172,7 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
 
     ``symmetry``: the head sees the map and its difference from the mirror image's (:class:`Asymmetry`).
     ``backbone``: ``efficientnet_lite0`` or ``efficientnet_lite1`` (cut as :data:`CUTS` says).
-    ``style``: the head's first step (:data:`STYLES`)."""
+    ``style``: the head's first step (:data:`bt_core.config.FEATURE_STYLES`)."""
     keras.utils.set_random_seed(seed)
     if backbone not in CUTS:
         raise ConfigError(f"the patch model needs an EfficientNet-Lite backbone ({', '.join(CUTS)}), not {backbone!r}")
@@ -194,7 +191,8 @@ def build(weights="default", image_size: int = 240, head_units: int = 64, dropou
     pooled = LSEPool(lse_r, name="lse_pool")(cells)
     logit = layers.Dense(1, kernel_initializer="ones", name="logit")(pooled)
     prob = layers.Activation("sigmoid", name="prob")(logit)
-    return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="patch_" + backbone.removeprefix("efficientnet_"))
+    name = "patch_" + backbone.removeprefix("efficientnet_")  # patch_lite0, patch_lite1
+    return keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name=name)
 
 
 def symmetric(core: keras.Model) -> keras.Model:
