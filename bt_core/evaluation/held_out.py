@@ -77,9 +77,9 @@ def checks_table(rec: dict) -> pd.DataFrame | None:
     for fam, c in checks["held_out"].items():
         h = rec["held_out"][fam]
         rows += [row(s, fam, m, h["per_source"][s]["accuracy"]) for s, m in c["per_source"].items()]
-        if len(c["per_source"]) > 1 and "all" in c:
-            y, p = np.asarray(h["y"]), np.asarray(h["prob"], float)
-            rows.append(row(f"all {len(c['per_source'])} sources", fam, c["all"], float(((p >= 0.5) == (y == 1)).mean())))
+        if len(c["per_source"]) > 1 and "all" in c:  # its sources' stored accuracies, weighted by their images
+            accuracy = sum(h["per_source"][s]["accuracy"] * m["n"] for s, m in c["per_source"].items()) / c["all"]["n"]
+            rows.append(row(f"all {len(c['per_source'])} sources", fam, c["all"], accuracy))
     return pd.DataFrame(rows)
 
 
