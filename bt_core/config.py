@@ -73,6 +73,7 @@ class TrainConfig:
     # several sources (bt_core.data.sources) and the patch model (bt_core.models.patch)
     views: int = 0  # K random augmented views of each training image (bt_core.data.augment), 0: none
     strip_skull: float = 0.0  # share of those views that are skull-stripped (bt_core.data.augment.strip_skull)
+    remap_intensity: float = 0.0  # share of those views whose head takes a random intensity curve (augment.remap_intensity)
     synth_lesions: float = 0.0  # patch model: share of the no-tumour views given a synthetic lesion (bt_core.data.lesions)
     lesion_weight: float = 1.0  # weight of those rows together, as a share of one (source family, class) pair's
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
@@ -109,6 +110,9 @@ class TrainConfig:
             (isinstance(self.views, int) and 0 <= self.views <= 8, "views must be a whole number from 0 to 8"),
             (0.0 <= self.strip_skull <= 1.0, "strip_skull must be a share from 0 to 1"),
             (self.strip_skull == 0.0 or self.views > 0, "strip_skull needs views (it is a share of the augmented views)"),
+            (0.0 <= self.remap_intensity <= 1.0, "remap_intensity must be a share from 0 to 1"),
+            (self.remap_intensity == 0.0 or self.views > 0,
+             "remap_intensity needs views (it is a share of the augmented views)"),
             (0.0 <= self.synth_lesions <= 1.0, "synth_lesions must be a share from 0 to 1"),
             (0.0 < self.lesion_weight <= 10.0, "lesion_weight must be above 0 and at most 10"),
             (self.synth_lesions == 0.0 or (self.views > 0 and self.model == "patch"),

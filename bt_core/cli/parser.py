@@ -26,6 +26,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "gamma, contrast, bias field, blur, noise, resolution, JPEG)")
     p.add_argument("--strip-skull", type=float, default=d.strip_skull, metavar="P",
                    help="skull-strip this share of the views (black out the head's rim, as in BraTS)")
+    p.add_argument("--remap-intensity", type=float, default=d.remap_intensity, metavar="P",
+                   help="send the head of this share of the views through a random intensity curve (inverted or "
+                        "non-monotonic: another sequence's contrast)")
     p.add_argument("--synth-lesions", type=float, default=d.synth_lesions, metavar="P",
                    help="patch model: draw a synthetic lesion (with its mask) into this share of the no-tumour views")
     p.add_argument("--lesion-weight", type=float, default=d.lesion_weight, metavar="W",

@@ -72,7 +72,8 @@ class PatchTrainer:
                  progress: Progress | None = None):
         self.cfg, self.ds, self.report = cfg, ds, progress or (lambda e: None)
         self._template: keras.Model | None = None  # built on the first feature pass that needs one
-        views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks, cfg.strip_skull)
+        views, view_masks, self.view_source = augment.views(ds.images, cfg.views, cfg.seed, masks, cfg.strip_skull,
+                                                                      cfg.remap_intensity)
         self.source = np.concatenate([np.arange(len(ds)), self.view_source])
         self.labels = np.asarray(ds.labels)[self.source].astype(np.float32)  # per row: a drawn lesion makes it 1
         known = np.asarray(has_mask)[self.source].copy()
@@ -105,6 +106,7 @@ class PatchTrainer:
         key = (f"patchacts-{self.ds.fingerprint}-v{cfg.views}-s{cfg.seed}-{cfg.image_size}-{cfg.preprocess}"
                f"-{cfg.backbone_weights}" + ("" if cfg.backbone == "efficientnet_lite0" else f"-{cfg.backbone}")
                + (f"-strip{cfg.strip_skull:g}" if cfg.strip_skull else "")
+               + (f"-remap{cfg.remap_intensity:g}v1" if cfg.remap_intensity else "")
                + (f"-lesion{cfg.synth_lesions:g}v{lesions.VERSION}" if cfg.synth_lesions else "") + tag)
         path = folders.default_cache_dir() / f"{key}.npy"
         if cfg.backbone_weights == "default" and self.ds.fingerprint and path.is_file():

@@ -52,7 +52,8 @@ def views(cfg: TrainConfig, ds: data_mod.Dataset, progress):
     from bt_core.data import augment
 
     progress({"event": "stage", "stage": f"augmented views ({cfg.views} per image)"})
-    imgs, _, source = augment.views(ds.images, cfg.views, cfg.seed, strip=cfg.strip_skull)
+    imgs, _, source = augment.views(ds.images, cfg.views, cfg.seed, strip=cfg.strip_skull,
+                                     remap=cfg.remap_intensity)
     return data_mod.as_batch(data_mod.at_size(imgs, cfg.image_size), cfg.channels, cfg.preprocess), source, None
 
 
