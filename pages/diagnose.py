@@ -6,12 +6,11 @@ an answer when a model's check refuses the image, saying which model refused and
 unlike the training data, not a brain MRI slice?; the answer can still be shown for teaching), the loader's notes, and Grad-CAM (or
 Grad-CAM++) overlays side by side: original | CNN | transfer (the paper's Figures 6 and 7).
 Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
-only); nothing is written to disk. Decision support, not a diagnosis.
+only); nothing is written to disk. The scoring is :func:`bt_core.serving.batch.score_batch`; this page
+draws it. Decision support, not a diagnosis.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from bt_core.data import images
 from bt_core.explain import overlay
-from bt_core.errors import BTError
+from bt_core.serving import batch
 from bt_core.serving.inference import REASON_FEATURES, REASON_STATISTICS
 from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
 
@@ -35,16 +33,11 @@ REFUSAL_DETAILS = {
                        "body part or another kind of scan?); its probability would not mean anything."}
 MAX_IMAGES = 24          # per batch, to keep a shared CPU responsive
 DISPLAY_MAX = 512        # longest side of the shown (and downloaded) image
-CACHE_ENTRIES = 256      # per-session memo of model outputs
 
 
 def _md(text: str) -> str:
     """Escape markdown so a file name or message is shown as typed."""
     return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
-
-
-def _short(err: BaseException) -> str:
-    return str(err) if isinstance(err, BTError) else f"{type(err).__name__}: {err}"[:200]
 
 
 def _display_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -57,86 +50,6 @@ def _display_pixels(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
 
 
-def _memo() -> dict:
-    return st.session_state.setdefault("_diagnose_memo", {})
-
-
-def _remember(memo: dict, key, value) -> None:
-    memo[key] = value
-    while len(memo) > CACHE_ENTRIES:
-        memo.pop(next(iter(memo)))
-
-
-def decode_all(files: list[tuple[str, bytes]]):
-    """-> (loaded images with their content digest, ``(name, message)`` errors). Never raises on a bad file."""
-    loaded, errors = [], []
-    for raw_name, data in files:
-        name = images.safe_name(raw_name)
-        try:
-            img = images.load_image(data, name=name)
-        except BTError as err:
-            errors.append((name, str(err)))
-            continue
-        except Exception as err:  # noqa: BLE001 - one bad file must not cost the batch
-            errors.append((name, f"{name}: could not be read ({type(err).__name__})"))
-            continue
-        loaded.append((hashlib.sha256(data).hexdigest(), img))
-    return loaded, errors
-
-
-def model_outputs(predictor, kind: str, loaded, method: str) -> tuple[dict, str | None]:
-    """``{digest: (Answer at the model's own threshold, heatmap)}`` for ``loaded``, memoised per session."""
-    memo, run = _memo(), predictor.record.get("dir", kind)
-    todo = [(d, img) for d, img in loaded if (d, run, method) not in memo]
-    error = None
-    if todo:
-        pixels = [img.pixels for _, img in todo]
-        try:
-            answers, heatmaps = predictor.answer_and_explain(pixels, [img.name for _, img in todo], method=method)
-            for (digest, _), ans, heat in zip(todo, answers, heatmaps):
-                _remember(memo, (digest, run, method), (ans, np.asarray(heat, np.float32)))
-        except Exception as err:  # noqa: BLE001 - show it, keep the other model
-            error = f"The {KIND_NAMES[kind]} model could not answer: {_short(err)}"
-    return {d: memo[(d, run, method)] for d, _ in loaded if (d, run, method) in memo}, error
-
-
-def process_uploads(files: list[tuple[str, bytes]], predictors: dict, thresholds: dict, method: str = "gradcam",
-                    progress=None):
-    """Decode and score a batch -> (results, errors).
-
-    ``results``: one dict per readable image: ``name``, ``pixels`` (uint8), ``notes`` and, per model
-    kind, ``answers[kind]`` (an Answer at ``thresholds[kind]``, with the image's notes) and
-    ``heatmaps[kind]``. ``errors``: ``(file name, message)`` per unreadable file and
-    ``(None, message)`` per model that failed.
-    """
-    steps = 1 + len(predictors)
-    report = progress or (lambda done, text: None)
-    report(0.0, f"Reading {len(files)} file(s)...")
-    loaded, errors = decode_all(files)
-    results = [{"name": img.name, "pixels": img.pixels, "notes": list(img.notes), "answers": {}, "heatmaps": {}}
-               for _, img in loaded]
-    for step, (kind, predictor) in enumerate(predictors.items(), start=1):
-        report(step / steps, f"{KIND_NAMES.get(kind, kind)}: scoring and explaining {len(loaded)} image(s)...")
-        outputs, error = model_outputs(predictor, kind, loaded, method)
-        if error:
-            errors.append((None, error))
-        thr = float(thresholds.get(kind, predictor.threshold))
-        for res, (digest, _) in zip(results, loaded):
-            if digest in outputs:
-                ans, heat = outputs[digest]
-                res["answers"][kind] = dataclasses.replace(ans, name=res["name"], threshold=thr,
-                                                           tumour=bool(ans.prob >= thr), notes=res["notes"])
-                res["heatmaps"][kind] = heat
-    for res in results:  # a refusal is about the image: one model's flag holds for all, saying who refused
-        res["refused_by"] = {k: a.reason or REASON_FEATURES for k, a in res["answers"].items() if a.ood}
-        if res["refused_by"]:
-            first, why = next(iter(res["refused_by"].items()))
-            passed_on = f"the {KIND_NAMES.get(first, first)} model refused this image: {why}"
-            res["answers"] = {k: a if a.ood else dataclasses.replace(a, ood=True, reason=passed_on)
-                              for k, a in res["answers"].items()}
-    return results, errors
-
-
 def refusal_text(kind: str, model_name: str, ans, refused_by: dict) -> str:
     """Who refused the image and why, in one bold line and one plain sentence."""
     who = f"{KIND_NAMES.get(kind, kind)} ({model_name})"
@@ -145,18 +58,6 @@ def refusal_text(kind: str, model_name: str, ans, refused_by: dict) -> str:
     why = refused_by[kind]
     detail = REFUSAL_DETAILS.get(why, "The model's own check refused it; its probability would not mean anything.")
     return f"**{who} refused: {why}.** {detail}"
-
-
-def batch_table(results, predictors, errors=()) -> pd.DataFrame:
-    """One row per image and model (name, model, prob, decision, threshold, ood, reason), then unreadable files.
-
-    No probability is given where the image is unlike the training data (``ood``): there is no answer."""
-    rows = [{"name": r["name"], "model": predictors[k].name, "prob": None if a.ood else round(a.prob, 6),
-             "decision": a.decision, "threshold": a.threshold, "ood": a.ood, "reason": a.reason}
-            for r in results for k, a in r["answers"].items()]
-    rows += [{"name": name, "model": "", "prob": None, "decision": f"not read: {msg.removeprefix(name + ': ')}",
-              "threshold": None, "ood": None, "reason": None} for name, msg in errors if name is not None]
-    return pd.DataFrame(rows, columns=["name", "model", "prob", "decision", "threshold", "ood", "reason"])
 
 
 @st.cache_data
@@ -192,7 +93,7 @@ def _load_models() -> dict:
         try:
             predictors[kind] = load_predictor(run_dir)
         except Exception as err:  # noqa: BLE001 - one broken model must not cost the other
-            st.error(f"The {KIND_NAMES[kind]} model ({Path(run_dir).name}) could not be loaded: {_short(err)}. "
+            st.error(f"The {KIND_NAMES[kind]} model ({Path(run_dir).name}) could not be loaded: {batch.short_error(err)}. "
                      "The other model is still used.")
     return predictors
 
@@ -268,14 +169,15 @@ def main() -> None:
         return
     bar = st.progress(0.0, text="Waiting for a free scoring slot...")
     with scoring_slots():
-        results, errors = process_uploads(files, predictors, thresholds, method,
-                                          progress=lambda done, text: bar.progress(done, text=text))
+        results, errors = batch.score_batch(files, predictors, thresholds, method,
+                                            memo=st.session_state.setdefault("_diagnose_memo", {}),
+                                            progress=lambda done, text: bar.progress(done, text=text))
     bar.empty()
     if errors:
         st.error("Some files could not be checked:\n\n" + "\n".join(f"- {_md(msg)}" for _, msg in errors))
     if not results:
         return
-    table = batch_table(results, predictors, errors)
+    table = batch.batch_table(results, predictors, errors)
     st.subheader("Results")
     st.dataframe(table, hide_index=True, column_config={
         "prob": st.column_config.NumberColumn("tumour probability", format="%.3f"),
