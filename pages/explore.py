@@ -8,11 +8,10 @@ beside the shipped transfer model; a run trained on several sources also gets a 
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bt_core.evaluation import metrics, plots, stats
+from bt_core.evaluation import metrics, plots, records
 from bt_core.errors import BTError
 from pages.common import disclaimer, pick_runs
 
@@ -33,32 +32,9 @@ def _config_line(rec: dict) -> str:
     return " · ".join(parts)
 
 
-def sources_table(rec: dict) -> pd.DataFrame | None:
-    """Per source of a multi-source run: images, tumour / no tumour, images trained on, and the out-of-fold
-    accuracy at 0.5 where the record holds each image's source; None for a run on one source."""
-    data = rec.get("data") or {}
-    sources = [s for s in data.get("sources") or [] if isinstance(s, dict)]
-    if len(sources) < 2:
-        return None
-    oof, per_image = rec.get("oof") or {}, data.get("source") or []
-    labels = data.get("labels") or []
-    rows = []
-    for s in sources:
-        row = {"source": s.get("name"), "family": s.get("family", ""), "images": s.get("n"), "tumour": s.get("yes"),
-               "no tumour": s.get("no"), "trained on": (data.get("trained_on") or {}).get(s.get("name"))}
-        try:
-            hits = [(int(labels[i]), float(p)) for i, p in zip(oof.get("idx", []), oof.get("prob", []))
-                    if per_image[i] == s.get("name")]
-        except (IndexError, TypeError, ValueError):
-            hits = []
-        row["out-of-fold accuracy"] = (f"{100 * np.mean([(p >= 0.5) == y for y, p in hits]):.1f}%" if hits else "n/a")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _show_run(rec: dict) -> None:
     st.caption(_config_line(rec))
-    table = sources_table(rec)
+    table = records.sources_table(rec)
     if table is not None:
         st.dataframe(table, hide_index=True, key=f"sources_{rec.get('id')}")
     folds = rec.get("folds", [])
@@ -73,38 +49,6 @@ def _show_run(rec: dict) -> None:
     st.plotly_chart(plots.learning_curves(rec), key=f"curves_{rec.get('id')}")
 
 
-def _fold_sizes(rec: dict) -> tuple[float, float]:
-    folds = rec.get("folds", [])
-    return (float(np.mean([len(f.get("train_idx", [])) for f in folds])),
-            float(np.mean([len(f.get("val_idx", [])) for f in folds])))
-
-
-def compare(rec_a: dict, rec_b: dict, names: tuple[str, str], key: str = "accuracy") -> dict:
-    """Both t-tests on the per-fold ``key`` of two runs -> {"rows": table rows, "sentences": [...], "warning"}."""
-    a = [float(f["metrics"][key]) for f in rec_a.get("folds", [])]
-    b = [float(f["metrics"][key]) for f in rec_b.get("folds", [])]
-    if len(a) != len(b):
-        raise BTError(f"the runs have {len(a)} and {len(b)} folds; a paired test needs the same folds")
-    warning = None
-    same_data = (rec_a.get("data") or {}).get("fingerprint") == (rec_b.get("data") or {}).get("fingerprint")
-    same_folds = all(fa.get("val_idx") == fb.get("val_idx") for fa, fb in zip(rec_a["folds"], rec_b["folds"]))
-    if not (same_data and same_folds):
-        warning = ("The two runs were not cross-validated on the same folds"
-                   + ("" if same_data else " (not even on the same data)")
-                   + ", so pairing fold i with fold i is only approximate.")
-    n_train, n_test = _fold_sizes(rec_a)
-    paired = stats.paired_ttest(a, b)
-    corrected = stats.corrected_resampled_ttest(a, b, n_train=max(n_train, 1.0), n_test=n_test)
-    rows, sentences = [], []
-    for title, res in (("Paired t-test (the paper's)", paired),
-                       ("Corrected resampled t-test (Nadeau & Bengio 2003)", corrected)):
-        rows.append({"test": title, "mean difference (A − B)": f"{100 * res['mean_diff']:+.2f} points",
-                     "t": f"{res['t']:.3f}", "df": res["df"], "p": f"{res['p']:.4f}"})
-        sentences.append((title, stats.interpret(res["p"], what=key, diff=res["mean_diff"], names=names,
-                                                 source="the folds")))
-    return {"rows": rows, "sentences": sentences, "warning": warning}
-
-
 def _show_comparison(by_label: dict, chosen: list[str]) -> None:
     st.header("Compare two runs")
     c1, c2, c3 = st.columns([2, 2, 1])
@@ -115,7 +59,7 @@ def _show_comparison(by_label: dict, chosen: list[str]) -> None:
         st.info("Choose two different runs.")
         return
     try:
-        out = compare(by_label[name_a], by_label[name_b], ("A", "B"), key)
+        out = records.compare(by_label[name_a], by_label[name_b], ("A", "B"), key)
     except BTError as err:
         st.warning(f"No test: {err}")
         return

@@ -14,64 +14,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bt_core import runs
-from bt_core.evaluation import calibration, metrics, plots, stats
+from bt_core.evaluation import calibration, metrics, plots, records, stats
 from bt_core.errors import BTError
 from pages.common import disclaimer, pick_runs, run_description
-
-
-def _pct(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def test_scores(rec: dict, use_temperature: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The run's test labels and tumour probabilities (temperature-scaled if asked and stored)."""
-    y = np.asarray(rec["test"]["y"], dtype=int)
-    prob = np.asarray(rec["test"]["prob"], dtype=float)
-    temperature = float((rec.get("calibration") or {}).get("temperature", 1.0))
-    if use_temperature and temperature != 1.0:
-        prob = np.asarray(calibration.apply_temperature(prob, temperature), dtype=float)
-    return y, prob
-
-
-def oof_curves(rec: dict) -> dict:
-    """``{"fold k": (y, prob)}`` from the out-of-fold predictions, plus all folds pooled."""
-    oof = rec.get("oof") or {}
-    labels = np.asarray((rec.get("data") or {}).get("labels", []), dtype=int)
-    idx, prob, fold = (np.asarray(oof.get(k, [])) for k in ("idx", "prob", "fold"))
-    if not idx.size or not labels.size:
-        return {}
-    y = labels[idx.astype(int)]
-    curves = {f"fold {k}": (y[fold == k], prob[fold == k].astype(float)) for k in sorted(set(fold.tolist()))}
-    curves["all folds pooled"] = (y, prob.astype(float))
-    return curves
-
-
-def same_test_images(rec_a: dict, rec_b: dict) -> str | None:
-    """None when both runs were scored on the same test images, else the reason they were not."""
-    da, db = rec_a.get("data") or {}, rec_b.get("data") or {}
-    if da.get("fingerprint") and db.get("fingerprint") and da["fingerprint"] != db["fingerprint"]:
-        return "the two runs used different data sets"
-    if rec_a["test"].get("idx") != rec_b["test"].get("idx"):
-        return "the two runs were scored on different test images (different splits)"
-    if rec_a["test"].get("y") != rec_b["test"].get("y"):
-        return "the two runs' test labels differ"
-    return None
-
-
-def per_source_table(rec: dict, y: np.ndarray, prob: np.ndarray, threshold: float) -> pd.DataFrame | None:
-    """Test metrics per data source (``record["test"]["source"]``), or None for a run on one source."""
-    names = runs.prediction_sources(rec)
-    if not names or len(set(names)) < 2:
-        return None
-    names, rows = np.asarray(names), []
-    for src in dict.fromkeys(names.tolist()):
-        m = names == src
-        bm = metrics.binary_metrics(y[m], prob[m], threshold)
-        rows.append({"source": src, "n": int(m.sum()), "tumour": int(y[m].sum()),
-                     "AUC": "n/a" if not np.isfinite(bm["auc"]) else f"{bm['auc']:.3f}",
-                     **{k: _pct(bm[k]) for k in ("accuracy", "sensitivity", "specificity")}})
-    return pd.DataFrame(rows)
 
 
 def _summary(scores: dict, threshold: float) -> pd.DataFrame:
@@ -81,8 +26,8 @@ def _summary(scores: dict, threshold: float) -> pd.DataFrame:
         row = {"run": label, "n": int(y.size)}
         for key in ("auc", "accuracy", "sensitivity", "specificity"):
             c = ci[key]
-            value = f"{c['value']:.3f}" if key == "auc" else _pct(c["value"])
-            low, high = (f"{c['low']:.3f}", f"{c['high']:.3f}") if key == "auc" else (_pct(c["low"]), _pct(c["high"]))
+            value = f"{c['value']:.3f}" if key == "auc" else records.pct(c["value"])
+            low, high = (f"{c['low']:.3f}", f"{c['high']:.3f}") if key == "auc" else (records.pct(c["low"]), records.pct(c["high"]))
             row["AUC" if key == "auc" else key] = value if not np.isfinite(c["low"]) else f"{value} ({low}–{high})"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -96,7 +41,7 @@ def _pair_tests(by_label: dict, chosen: list[str], scores: dict, threshold: floa
     if name_a == name_b:
         st.info("Choose two different runs.")
         return
-    why = same_test_images(by_label[name_a], by_label[name_b])
+    why = records.same_test_images(by_label[name_a], by_label[name_b])
     if why:
         st.info(f"No McNemar or DeLong test: {why}. Both tests compare two models on the very same images.")
         return
@@ -133,7 +78,7 @@ def main() -> None:
         else False
     threshold = st.slider("Decision threshold (tumour if probability ≥ threshold)", 0.0, 1.0, 0.5, 0.01,
                           key="threshold")
-    scores = {c: test_scores(by_label[c], use_t) for c in chosen}
+    scores = {c: records.test_scores(by_label[c], use_t) for c in chosen}
 
     st.header("ROC curves")
     st.plotly_chart(plots.roc_figure(scores, "Test-set ROC", {c: run_description(by_label[c]) for c in chosen}),
@@ -144,7 +89,7 @@ def main() -> None:
         col.metric(f"AUC — {label}", "n/a" if not np.isfinite(auc) else f"{auc:.3f}")
     st.dataframe(_summary(scores, threshold), hide_index=True)
     st.caption("95% intervals: Wilson for proportions, stratified bootstrap (1000 resamples) for AUC.")
-    tables = {c: per_source_table(by_label[c], *scores[c], threshold) for c in chosen}
+    tables = {c: records.per_source_table(by_label[c], *scores[c], threshold) for c in chosen}
     if any(t is not None for t in tables.values()):
         st.subheader(f"Per source, at threshold {threshold:.2f}")
         for label, table in tables.items():
@@ -159,8 +104,8 @@ def main() -> None:
         op = (by_label[label].get("operating_point") or {}).get("threshold")
         st.subheader(label)
         c1, c2, c3 = st.columns(3)
-        c1.metric(f"Sensitivity — {label}", _pct(m["sensitivity"]))
-        c2.metric(f"Specificity — {label}", _pct(m["specificity"]))
+        c1.metric(f"Sensitivity — {label}", records.pct(m["sensitivity"]))
+        c2.metric(f"Specificity — {label}", records.pct(m["specificity"]))
         c3.metric("Operating threshold of the run", "0.5 (default)" if op is None else f"{float(op):.3f}")
         st.plotly_chart(plots.threshold_tradeoff(y, prob, threshold), key=f"trade_{label}")
     rows = [{"name": label, **metrics.binary_metrics(*scores[label], threshold)} for label in chosen]
@@ -171,10 +116,10 @@ def main() -> None:
                          key=f"cm_{label}")
 
     st.header("ROC per fold (out-of-fold predictions)")
-    with_oof = [c for c in chosen if oof_curves(by_label[c])]
+    with_oof = [c for c in chosen if records.oof_curves(by_label[c])]
     if with_oof:
         pick = st.selectbox("Run", with_oof, key="oof_run")
-        st.plotly_chart(plots.roc_figure(oof_curves(by_label[pick]), "Cross-validation ROC"), key="oof",
+        st.plotly_chart(plots.roc_figure(records.oof_curves(by_label[pick]), "Cross-validation ROC"), key="oof",
                         width="content")
         st.caption(f"Out-of-fold predictions of {pick}.")
     else:
