@@ -66,3 +66,17 @@ def test_a_band_that_answers_almost_nothing_is_not_called_met():
     assert band["met"] is False and band["min_coverage"] == 0.1
     loose = abstain.fit_band(y, p, np.zeros(100), target=0.95, min_coverage=0.0)
     assert loose["met"] is True and loose["coverage"] <= 0.05
+
+
+def test_a_run_that_held_out_one_family_has_no_band_to_fit():
+    import pytest
+
+    from bt_core.errors import BTError
+
+    y = np.array([0, 1, 0, 1]); p = np.array([0.1, 0.9, 0.4, 0.6])
+    check = abstain.held_out_check(y, p, np.array(["a", "a", "b", "b"]), np.array(["f"] * 4))
+    assert check["f"]["band"] is None and check["f"]["answered"] is None
+    assert check["f"]["per_source"] == {"a": {"n": 2, "answered": None, "accuracy_answered": None},
+                                        "b": {"n": 2, "answered": None, "accuracy_answered": None}}
+    with pytest.raises(BTError, match="no predictions"):
+        abstain.fit_band([], [], [])

@@ -74,6 +74,9 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
               "|---|---:|---|---:|---:|---:|---:|---:|"]
     for f, c in check.items():
         b = c["band"]
+        if b is None:
+            lines.append(f"| {f} | – | no other family in this run to fit it on | – | – | – | – | – |")
+            continue
         lines.append(f"| {f} | {pct(b['target'])} | {'yes' if b.get('met', True) else 'no: no band reaches it'} | "
                      f"{pct(b['coverage']) if b.get('met', True) else '–'} | {b['low']:.2f} | {b['high']:.2f} | {pct(c['answered'])} | {pct(c['accuracy_answered'])} |")
     lines += checks_lines(rec)

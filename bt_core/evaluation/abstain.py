@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bt_core.errors import BTError
+
 DEFAULT_TARGET = 0.97
 DEFAULT_MIN_COVERAGE = 0.1
 GRID = np.round(np.concatenate([np.linspace(0.0, 0.5, 51), np.linspace(0.5, 1.0, 51)[1:]]), 3)
@@ -37,6 +39,8 @@ def fit_band(y, prob, groups, target: float = DEFAULT_TARGET, threshold: float =
     and a share answered >= ``min_coverage`` in every group (source)
     -> {"low", "high", "coverage", "worst_accuracy", "met", "target", "min_coverage", "fitted_on"}."""
     y, prob, groups = np.asarray(y), np.asarray(prob, float), np.asarray(groups)
+    if not len(y):
+        raise BTError("no predictions to fit an abstention band on")
     lows = [g for g in GRID if g <= threshold]
     highs = [g for g in GRID if g >= threshold]
     best = {"low": 0.0, "high": 1.0, "coverage": 0.0, "worst_accuracy": 1.0}
@@ -64,11 +68,17 @@ def apply_band(prob, band: dict) -> np.ndarray:
 def held_out_check(y, prob, source, family, target: float = DEFAULT_TARGET,
                    min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict:
     """For each family F: fit the band on the other families' predictions, apply it to F ->
-    {F: {"band", "answered", "accuracy_answered", "per_source": {...}}}."""
+    {F: {"band", "answered", "accuracy_answered", "per_source": {...}}}. With no other family (a run that
+    held out one family only) F's band, shares and accuracies are None: nothing to fit the band on."""
     y, prob, source, family = map(np.asarray, (y, prob, source, family))
     out = {}
     for f in np.unique(family):
         fit = family != f
+        if not fit.any():
+            out[str(f)] = {"band": None, "answered": None, "accuracy_answered": None,
+                           "per_source": {str(s): {"n": int((source == s).sum()), "answered": None,
+                                                   "accuracy_answered": None} for s in np.unique(source)}}
+            continue
         band = fit_band(y[fit], prob[fit], source[fit], target, min_coverage=min_coverage)
         held = family == f
         abstain = apply_band(prob[held], band)
