@@ -26,8 +26,8 @@ def _summary(scores: dict, threshold: float) -> pd.DataFrame:
         row = {"run": label, "n": int(y.size)}
         for key in ("auc", "accuracy", "sensitivity", "specificity"):
             c = ci[key]
-            value = f"{c['value']:.3f}" if key == "auc" else records.pct(c["value"])
-            low, high = (f"{c['low']:.3f}", f"{c['high']:.3f}") if key == "auc" else (records.pct(c["low"]), records.pct(c["high"]))
+            value = f"{c['value']:.3f}" if key == "auc" else metrics.pct(c["value"])
+            low, high = (f"{c['low']:.3f}", f"{c['high']:.3f}") if key == "auc" else (metrics.pct(c["low"]), metrics.pct(c["high"]))
             row["AUC" if key == "auc" else key] = value if not np.isfinite(c["low"]) else f"{value} ({low}–{high})"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -104,8 +104,8 @@ def main() -> None:
         op = (by_label[label].get("operating_point") or {}).get("threshold")
         st.subheader(label)
         c1, c2, c3 = st.columns(3)
-        c1.metric(f"Sensitivity — {label}", records.pct(m["sensitivity"]))
-        c2.metric(f"Specificity — {label}", records.pct(m["specificity"]))
+        c1.metric(f"Sensitivity — {label}", metrics.pct(m["sensitivity"]))
+        c2.metric(f"Specificity — {label}", metrics.pct(m["specificity"]))
         c3.metric("Operating threshold of the run", "0.5 (default)" if op is None else f"{float(op):.3f}")
         st.plotly_chart(plots.threshold_tradeoff(y, prob, threshold), key=f"trade_{label}")
     rows = [{"name": label, **metrics.binary_metrics(*scores[label], threshold)} for label in chosen]

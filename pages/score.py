@@ -23,7 +23,7 @@ from PIL import Image
 from pages.common import KIND_NAMES, data_folders, disclaimer, load_predictor, scoring_slots, shipped_runs
 from bt_core.data import archive, sources
 from bt_core.errors import BTError
-from bt_core.evaluation import plots, scoring
+from bt_core.evaluation import metrics, plots, scoring
 from bt_core.serving import launcher
 
 BATCH = 32
@@ -32,10 +32,6 @@ MEMO_ENTRIES = 4
 ROC_PX = 460  # ROC figure height; its width is 25 px less, so the plot area is square
 LABELS = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity", "auc": "AUC"}
 MODES = ("Upload a zip", "A folder on the server")
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
 
 def _choose_data():
@@ -109,15 +105,15 @@ def _tiles(rep: dict, flagged_too: bool) -> None:
     cols = st.columns(len(shown) + 2)
     for col, key in zip(cols, shown):
         ci = rep["ci"][key]
-        col.metric(LABELS[key], _pct(ci["value"]) if key != "auc" else f"{ci['value']:.3f}",
+        col.metric(LABELS[key], metrics.pct(ci["value"]) if key != "auc" else f"{ci['value']:.3f}",
                    help=f"95% confidence interval ({'bootstrap' if key == 'auc' else 'Wilson'})")
-        col.caption(f"95% CI {_pct(ci['low'])} to {_pct(ci['high'])}" if key != "auc"
+        col.caption(f"95% CI {metrics.pct(ci['low'])} to {metrics.pct(ci['high'])}" if key != "auc"
                     else f"95% CI {ci['low']:.3f} to {ci['high']:.3f}")
     if flagged_too and rep["flagged"] is not None:
-        cols[len(shown)].metric("Flagged unlike training data", _pct(rep["flagged"]["share"]),
+        cols[len(shown)].metric("Flagged unlike training data", metrics.pct(rep["flagged"]["share"]),
                                 help=f"{rep['flagged']['count']} of {rep['n']} images get no answer in the app")
         acc = rep["accepted"]["accuracy"] if rep["accepted"] else None
-        cols[len(shown) + 1].metric("Accuracy on the rest", _pct(acc),
+        cols[len(shown) + 1].metric("Accuracy on the rest", metrics.pct(acc),
                                     help="accuracy on the images the out-of-distribution check accepts")
 
 

@@ -208,3 +208,10 @@ def test_bad_inputs_raise_clear_errors():
         binary_metrics([0, 1], ["a", "b"])
     # column vectors from model.predict are accepted
     assert binary_metrics(np.array([[0], [1]]), np.array([[0.2], [0.9]]))["accuracy"] == 1.0
+
+
+def test_pct_formats_a_share_and_says_when_there_is_none():
+    from bt_core.evaluation.metrics import pct
+
+    assert pct(0.9316) == "93.2%" and pct(1) == "100.0%" and pct(np.float32(0.5)) == "50.0%"
+    assert pct(None) == pct(float("nan")) == pct(float("inf")) == pct("x") == "n/a"

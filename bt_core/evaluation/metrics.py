@@ -34,6 +34,15 @@ from bt_core.errors import ConfigError, DataError
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")
 
 
+def pct(value) -> str:
+    """A share as a percentage with one decimal ("93.2%"), or "n/a" where it is missing or undefined."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not math.isfinite(v) else f"{100 * v:.1f}%"
+
+
 def check_binary(y_true, prob, *, unit: bool = True, name: str = "prob"):
     """Validate labels and scores; return ``(y int64 array, scores float64 array)``.
 

@@ -35,10 +35,6 @@ def _colour(i: int) -> str:
     return COLOURS[i % len(COLOURS)]
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None or not math.isfinite(float(value)) else f"{100 * float(value):.1f}%"
-
-
 def roc_figure(curves: dict, title: str = "ROC curve", descriptions: dict | None = None) -> go.Figure:
     """ROC curves, one per ``name -> (y, prob)``; the legend gives each AUC, the hover each name's
     ``descriptions`` entry. Square: both axes exactly 0-1 on one scale, the legend inside (lower right),
@@ -145,7 +141,7 @@ def metric_bars(rows: list[dict], keys: tuple[str, ...] = BAR_METRICS, title: st
     for i, row in enumerate(rows):
         values = [float(row.get(k, float("nan"))) for k in keys]
         fig.add_trace(go.Bar(x=labels, y=[100 * v for v in values], name=str(row.get("name", f"run {i + 1}")),
-                             marker_color=_colour(i), text=[_pct(v) for v in values], textposition="outside"))
+                             marker_color=_colour(i), text=[metrics.pct(v) for v in values], textposition="outside"))
     fig.update_layout(title=title, barmode="group", yaxis=dict(title="%", range=[0, 109]), **_LAYOUT)
     return fig
 
@@ -186,7 +182,7 @@ def threshold_tradeoff(y, prob, threshold: float = 0.5, title: str = "Sensitivit
                                  line=dict(color=_colour(i), shape="hv")))
         fig.add_trace(go.Scatter(x=[threshold], y=[100 * at[key]], mode="markers", showlegend=False,
                                  marker=dict(color=_colour(i), size=11, line=dict(color="black", width=1)),
-                                 hovertemplate=f"{key} at threshold {threshold:.2f}: {_pct(at[key])}<extra></extra>"))
+                                 hovertemplate=f"{key} at threshold {threshold:.2f}: {metrics.pct(at[key])}<extra></extra>"))
     fig.add_vline(x=threshold, line=dict(color="#555", dash="dot"),
                   annotation_text=f"threshold {threshold:.2f}", annotation_position="top")
     fig.update_layout(title=title, xaxis_title="threshold (tumour if probability ≥ threshold)",

@@ -19,11 +19,6 @@ from bt_core.errors import BTError
 from bt_core.evaluation import calibration, metrics, stats
 
 
-def pct(v: float) -> str:
-    """A share as a percentage with one decimal, or "n/a"."""
-    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
 def test_scores(rec: dict, use_temperature: bool) -> tuple[np.ndarray, np.ndarray]:
     """The run's test labels and tumour probabilities (temperature-scaled if asked and stored)."""
     y = np.asarray(rec["test"]["y"], dtype=int)
@@ -70,7 +65,7 @@ def per_source_table(rec: dict, y: np.ndarray, prob: np.ndarray, threshold: floa
         bm = metrics.binary_metrics(y[m], prob[m], threshold)
         rows.append({"source": src, "n": int(m.sum()), "tumour": int(y[m].sum()),
                      "AUC": "n/a" if not np.isfinite(bm["auc"]) else f"{bm['auc']:.3f}",
-                     **{k: pct(bm[k]) for k in ("accuracy", "sensitivity", "specificity")}})
+                     **{k: metrics.pct(bm[k]) for k in ("accuracy", "sensitivity", "specificity")}})
     return pd.DataFrame(rows)
 
 
