@@ -215,3 +215,17 @@ def test_pct_formats_a_share_and_says_when_there_is_none():
 
     assert pct(0.9316) == "93.2%" and pct(1) == "100.0%" and pct(np.float32(0.5)) == "50.0%"
     assert pct(None) == pct(float("nan")) == pct(float("inf")) == pct("x") == "n/a"
+
+
+def test_best_threshold_accuracy_is_the_best_any_cut_reaches():
+    from bt_core.evaluation.metrics import best_threshold_accuracy
+
+    assert best_threshold_accuracy([0, 1], [0.2, 0.8]) == 1.0
+    assert best_threshold_accuracy([1, 0], [0.2, 0.8]) == 0.5  # reversed ranking: calling nothing a tumour is best
+    assert best_threshold_accuracy([0, 0, 1], [0.5, 0.5, 0.5]) == 2 / 3  # tied probabilities cannot be split
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        y, p = rng.integers(0, 2, 25), np.round(rng.random(25), 1)
+        brute = max(((p >= t) == (y == 1)).mean() for t in [*np.unique(p), 2.0])
+        assert best_threshold_accuracy(y, p) == brute
+    assert np.isnan(best_threshold_accuracy([], []))

@@ -46,6 +46,10 @@ def test_loso_section_shows_how_much_a_reached_band_answers_on_the_fitting_sourc
     for r in rows:
         assert r[2] == "yes" and r[3].endswith("%") and float(r[3][:-1]) >= 10.0
     assert (tmp_path / "risk_coverage_run-x.png").is_file()
+    top = next(i for i, ln in enumerate(lines) if "best threshold's accuracy" in ln and ln.startswith("|"))
+    for ln in lines[top + 2:top + 5]:  # the best cut does at least as well as 0.5
+        cells = ln.split(" | ")
+        assert float(cells[7][:-1]) >= float(cells[3][:-1]) > 50.0
 
 
 def test_size_lines_give_sensitivity_by_tumour_size_per_source():

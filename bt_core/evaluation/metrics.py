@@ -43,6 +43,19 @@ def pct(value) -> str:
     return "n/a" if not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
+def best_threshold_accuracy(y_true, prob) -> float:
+    """The highest accuracy any threshold reaches on these labels (calling "tumour" at or above it, or never):
+    an upper bound for every threshold rule, since it is chosen on the labels it is scored on. NaN if empty."""
+    y, p = np.asarray(y_true).astype(int), np.asarray(prob, float)
+    if not len(y):
+        return float("nan")
+    order = np.argsort(-p, kind="stable")
+    y, p = y[order], p[order]
+    last = np.r_[p[1:] != p[:-1], True]  # the last of each run of equal probabilities: a cut may fall after it
+    right = np.cumsum(y)[last] + (len(y) - y.sum()) - np.cumsum(1 - y)[last]  # tumours above + healthy below
+    return float(max(right.max(), len(y) - y.sum()) / len(y))
+
+
 def check_binary(y_true, prob, *, unit: bool = True, name: str = "prob"):
     """Validate labels and scores; return ``(y int64 array, scores float64 array)``.
 
