@@ -228,4 +228,4 @@ def test_best_threshold_accuracy_is_the_best_any_cut_reaches():
         y, p = rng.integers(0, 2, 25), np.round(rng.random(25), 1)
         brute = max(((p >= t) == (y == 1)).mean() for t in [*np.unique(p), 2.0])
         assert best_threshold_accuracy(y, p) == brute
-    assert np.isnan(best_threshold_accuracy([], []))
+    assert np.isnan(best_threshold_accuracy([], [])) and best_threshold_accuracy([1, 1], [0.1, 0.2]) == 1.0

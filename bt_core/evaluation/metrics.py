@@ -45,15 +45,16 @@ def pct(value) -> str:
 
 def best_threshold_accuracy(y_true, prob) -> float:
     """The highest accuracy any threshold reaches on these labels (calling "tumour" at or above it, or never):
-    an upper bound for every threshold rule, since it is chosen on the labels it is scored on. NaN if empty."""
+    an upper bound for every threshold rule, since it is chosen on the labels it is scored on. NaN if empty.
+    Every cut of scikit-learn's ROC curve (ties kept together), each scored as (TP + TN) / n."""
     y, p = np.asarray(y_true).astype(int), np.asarray(prob, float)
     if not len(y):
         return float("nan")
-    order = np.argsort(-p, kind="stable")
-    y, p = y[order], p[order]
-    last = np.r_[p[1:] != p[:-1], True]  # the last of each run of equal probabilities: a cut may fall after it
-    right = np.cumsum(y)[last] + (len(y) - y.sum()) - np.cumsum(1 - y)[last]  # tumours above + healthy below
-    return float(max(right.max(), len(y) - y.sum()) / len(y))
+    pos = int(y.sum())
+    if pos in (0, len(y)):  # one class: one side of every cut is right for all
+        return 1.0
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    return float(np.max(np.rint(tpr * pos + (1 - fpr) * (len(y) - pos))) / len(y))  # right answers, whole
 
 
 def check_binary(y_true, prob, *, unit: bool = True, name: str = "prob"):
