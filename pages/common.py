@@ -36,6 +36,11 @@ def _route_through_navigation() -> None:
 _route_through_navigation()
 
 
+def escape_md(text) -> str:
+    """Escape markdown so a file name or message is shown as typed."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
+
+
 def disclaimer(where=st) -> None:
     """The decision-support notice; shown wherever a result is shown."""
     where.info(DISCLAIMER, icon=":material/medical_information:")

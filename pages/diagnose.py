@@ -21,7 +21,7 @@ from PIL import Image
 from bt_core.explain import overlay
 from bt_core.serving import batch
 from bt_core.serving.inference import REASON_FEATURES, REASON_STATISTICS
-from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs
+from pages.common import KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp", "dcm"]
@@ -33,11 +33,6 @@ REFUSAL_DETAILS = {
                        "body part or another kind of scan?); its probability would not mean anything."}
 MAX_IMAGES = 24          # per batch, to keep a shared CPU responsive
 DISPLAY_MAX = 512        # longest side of the shown (and downloaded) image
-
-
-def _md(text: str) -> str:
-    """Escape markdown so a file name or message is shown as typed."""
-    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
 
 
 def _display_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -116,9 +111,9 @@ def _sidebar(predictors: dict) -> tuple[dict, str, float]:
 
 def _show_result(res: dict, predictors: dict, method: str, alpha: float, index: int) -> None:
     with st.container(border=True):
-        st.subheader(_md(res["name"]))
+        st.subheader(escape_md(res["name"]))
         for note in res["notes"]:
-            st.caption(f"Note: {_md(note)}")
+            st.caption(f"Note: {escape_md(note)}")
         shown = _display_pixels(res["pixels"])
         cols = st.columns(1 + len(predictors))
         truth = example_labels().get(res["name"])
@@ -174,7 +169,7 @@ def main() -> None:
                                             progress=lambda done, text: bar.progress(done, text=text))
     bar.empty()
     if errors:
-        st.error("Some files could not be checked:\n\n" + "\n".join(f"- {_md(msg)}" for _, msg in errors))
+        st.error("Some files could not be checked:\n\n" + "\n".join(f"- {escape_md(msg)}" for _, msg in errors))
     if not results:
         return
     table = batch.batch_table(results, predictors, errors)

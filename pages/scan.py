@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import KIND_NAMES, disclaimer, load_predictor, scoring_slots, shipped_runs  # first: routing
+from pages.common import KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs  # first: routing
 from bt_core.data import series
 from bt_core.errors import BTError
 from bt_core.evaluation import plots
@@ -25,10 +25,6 @@ from bt_core.serving import volume
 from bt_core.serving.inference import REASON_FEATURES
 
 TOP = 10  # most suspicious slices listed
-
-
-def _md(text: str) -> str:
-    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
 
 
 def _models() -> dict:
@@ -123,10 +119,10 @@ def main() -> None:
     try:
         _, memo = _open(files)
     except BTError as err:
-        st.error(f"This scan could not be opened: {_md(err)}")
+        st.error(f"This scan could not be opened: {escape_md(err)}")
         return
     vol = memo["volume"]
-    st.caption(" · ".join(_md(n) for n in [vol.name, *vol.notes]))
+    st.caption(" · ".join(escape_md(n) for n in [vol.name, *vol.notes]))
     answers = _scores(memo, predictors)
     curves = {pred.name: [None if a.ood else a.prob for a in answers[k]] for k, pred in predictors.items()}
     ranked = volume.rank_slices(answers)
