@@ -173,7 +173,7 @@ def _form(folders: list[str]) -> None:
                             key="train_lesion_weight",
                             help="`--lesion-weight W`: W times one source family and class (with balance by source).")
             c2.checkbox("Patch: symmetry features (each cell beside its mirror cell)", key="train_symmetry",
-                        help="`--symmetry`, with a frozen backbone: one-sided lesions stand out.")
+                        help="`--symmetry`: one-sided lesions stand out (with fine-tuning, the upper blocks run on both images).")
         c1, c2 = st.columns(2)
         preview = c1.form_submit_button("Show the command", key="train_preview", width="stretch")
         submitted = c2.form_submit_button("Start training", type="primary", key="train_start", width="stretch")

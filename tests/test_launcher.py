@@ -118,7 +118,6 @@ def test_allowed_roots(tmp_path):
     ({"freeze_backbone": True, "samples_per_epoch": 100, "model": "transfer"}, "samples per epoch and freeze backbone apply"),
     ({"model": "patch", "image_size": 120}, "multiple of 16"),
     ({"symmetry": True}, "symmetry apply to the patch model only"),
-    ({"symmetry": True, "model": "patch", "image_size": 128}, "frozen backbone"),
     ({"synth_lesions": 0.5}, "synth lesions apply to the patch model only"),
     ({"synth_lesions": 0.5, "model": "patch", "image_size": 128}, "synth_lesions needs"),
     ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),

@@ -96,11 +96,40 @@ def test_out_of_distribution_features_of_the_symmetric_model_are_the_image_chann
     assert ood.feature_model(plain, "backbone").output.shape[-1] == 112  # the plain model's map as it was
 
 
-def test_symmetry_needs_the_patch_model_with_a_frozen_backbone():
-    with pytest.raises(ConfigError, match="symmetry"):
-        TrainConfig(model="patch", image_size=64, symmetry=True).validate()
+def test_symmetry_needs_the_patch_model():
+    TrainConfig(model="patch", image_size=64, symmetry=True).validate()  # fine-tuned upper blocks: allowed
     with pytest.raises(ConfigError, match="symmetry"):
         TrainConfig(model="compact_cnn", symmetry=True).validate()
+
+
+def test_fine_tuned_symmetric_model_trains_its_upper_blocks_on_both_cached_arrays(tmp_path):
+    """Without a frozen backbone the symmetric model's upper blocks (Lite0's 08-10) train, run on the image's
+    and on the mirror image's cached activations; the trainer's answers must be the saved model's, and the
+    upper blocks must change while the lower ones do not."""
+    from bt_core.data import prepare
+
+    a = make_source(tmp_path / "lgg_flair", patients=3, seed=1, masks=True)
+    b = make_source(tmp_path / "ixi_t1", patients=3, seed=2, classes=("no",))
+    specs = sources.specs_from([str(a), str(b)])
+    ds = sources.load_sources(specs, size=64)
+    cfg = TrainConfig(model="patch", backbone_weights="default", epochs=1, batch_size=8, lr=1e-2, image_size=64,
+                      views=1, symmetry=True, dropout=0.0).validate()
+    trainer = PatchTrainer(cfg, ds, *sources.load_masks(ds, specs))
+    assert trainer.acts.shape[1:] == (4, 4, 80) and trainer.mirror.shape == trainer.acts.shape
+    assert not np.allclose(trainer.acts.astype(np.float32), trainer.mirror.astype(np.float32))
+    before = patch.build(weights="default", image_size=64, seed=cfg.seed, symmetry=True)
+    model, hist = trainer.fit(np.arange(len(ds)))
+    assert len(hist["loss"]) == 1
+    old, new = patch.core_of(before), patch.core_of(model)
+    assert not np.allclose(old.get_layer("block09_project_conv").get_weights()[0],
+                           new.get_layer("block09_project_conv").get_weights()[0])
+    np.testing.assert_array_equal(old.get_layer("block06_project_conv").get_weights()[0],
+                                  new.get_layer("block06_project_conv").get_weights()[0])
+    x = prepare.as_batch(ds.images, 1, cfg.preprocess)
+    path = tmp_path / "m.keras"
+    patch.answer_model(model).save(path)
+    full = keras.saving.load_model(path).predict(x, verbose=0).reshape(-1)
+    np.testing.assert_allclose(trainer.predict(model, np.arange(len(ds))), full, atol=2e-2)  # float16 cache
 
 
 def test_patch_model_on_lite1_is_cut_at_the_same_stage_and_splits_there():

@@ -18,7 +18,8 @@ Training signal (:func:`masked_bce`): the image label for every image, plus, whe
 exists (LGG, BraTS) or the slice has no tumour (every ``no`` slice), a per-cell target: the share of
 the cell inside the mask. A ``yes`` slice without a mask (Br35H) trains the image logit only
 (multiple-instance learning). Fine-tuning: the blocks of the cut's stage train (Lite0: 08-10 after
-``block07_add``; BatchNorm frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`).
+``block07_add``; BatchNorm frozen), on cached activations of augmented views (:mod:`bt_core.data.augment`);
+in the symmetric model the same blocks run on the image and on its mirror image.
 
 Style (``style``, :data:`bt_core.config.FEATURE_STYLES`): the head may first remove each map's per-channel
 means and scales (:class:`InstanceNorm`) or, in training, mix them between slices (:class:`MixStyle`), so
@@ -233,15 +234,20 @@ def lower(model: keras.Model) -> keras.Model:
 def split(model: keras.Model):
     """(lower: image -> activations at :func:`fine_tune_from`, upper: activations -> outputs), sharing layers.
 
-    Not for the symmetric model, which trains with a frozen backbone only (its head takes two maps)."""
-    if core_of(model) is not model.get_layer("backbone"):
-        raise ValueError("the symmetric patch model has no single upper part: it trains with a frozen backbone")
-    trunk = model.get_layer("backbone")
+    The symmetric model's upper part takes two arrays, the activations of the image and those of its
+    mirror image: the same upper blocks run on both and the head sees :class:`Asymmetry` of the two maps."""
+    trunk = core_of(model)
     mid = trunk.get_layer(fine_tune_from(trunk)).output
+    upper_trunk = keras.Model(mid, trunk.output, name="upper_blocks")
     a = keras.Input(mid.shape[1:], name="activations_in")
-    cells = model.get_layer("patch_head")(keras.Model(mid, trunk.output)(a))
+    if is_symmetric(model.get_layer("backbone")):
+        b = keras.Input(mid.shape[1:], name="mirror_activations_in")
+        inputs, x = [a, b], Asymmetry(name="asymmetry")([upper_trunk(a), upper_trunk(b)])
+    else:
+        inputs, x = a, upper_trunk(a)
+    cells = model.get_layer("patch_head")(x)
     prob = model.get_layer("prob")(model.get_layer("logit")(model.get_layer("lse_pool")(cells)))
-    return lower(model), keras.Model(a, {"prob": prob, "patch_logit": cells}, name="upper")
+    return lower(model), keras.Model(inputs, {"prob": prob, "patch_logit": cells}, name="upper")
 
 
 def compile_upper(upper: keras.Model, lr: float = 3e-4, mask_weight: float = 1.0) -> keras.Model:

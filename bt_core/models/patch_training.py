@@ -7,8 +7,9 @@ its activations are cached on disk by data fingerprint. Each fit then trains onl
 (the stride-16 stage's blocks, Lite0's 08-10, BatchNorm frozen, and the patch head) on the cached activations of its own training
 images and of their views, never on a view of a validation or test image. With ``freeze_backbone``
 those blocks run once too and only the head trains (about ten times faster on a CPU). With
-``symmetry`` (frozen backbone only) the mirror image of every image and view runs too (its own cache),
-and the head trains on the map beside its difference from the mirror's (:class:`bt_core.models.patch.Asymmetry`).
+``symmetry`` the mirror image of every image and view runs too (its own cache), and the head trains on
+the map beside its difference from the mirror's (:class:`bt_core.models.patch.Asymmetry`); when the upper
+blocks train, they run on both cached arrays in every step.
 
 Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
 give every (source family, class) pair the same share (``balance="source"``), batch 32, Adam 3e-4,
@@ -90,11 +91,16 @@ class PatchTrainer:
         self.targets = cell_targets(all_masks, known, self.cells)
         rows = np.concatenate([ds.images, views]) if cfg.views else ds.images
         self.acts = self._activations(rows)
+        self.mirror = None  # fine-tuned symmetric model: the mirror images' activations, beside self.acts
         if cfg.freeze_backbone:  # the upper blocks are frozen too: run them once, train the head alone
             self.acts = self._frozen_features(self.acts)
         if cfg.symmetry:  # the map of each mirror image, at the same cells: the head sees |a - b| beside a
-            mirror = self._frozen_features(self._activations(rows[:, :, ::-1], "-mirror"))
-            self.acts = np.concatenate([self.acts, np.abs(self.acts - mirror)], axis=-1)
+            mirror = self._activations(rows[:, :, ::-1], "-mirror")
+            if cfg.freeze_backbone:
+                mirror = self._frozen_features(mirror)
+                self.acts = np.concatenate([self.acts, np.abs(self.acts - mirror)], axis=-1)
+            else:  # the upper blocks train: they run on both arrays in every step
+                self.mirror = mirror
             del mirror
         fam = ds.family_of()
         keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
@@ -156,6 +162,12 @@ class PatchTrainer:
                            seed=c.seed, head_depth=c.head_depth, head_units=c.dense_units, symmetry=c.symmetry,
                            backbone=c.backbone, style=c.feature_style)
 
+    def inputs(self, rows):
+        """What the trained part takes for ``rows``: their cached array, and their mirror images' beside it
+        when a symmetric model fine-tunes its upper blocks."""
+        x = self.acts[rows].astype(np.float32)
+        return x if self.mirror is None else [x, self.mirror[rows].astype(np.float32)]
+
     def rows_of(self, idx) -> np.ndarray:
         """Rows (images and their views) of the images ``idx``."""
         return np.flatnonzero(np.isin(self.source, np.asarray(idx)))
@@ -183,7 +195,7 @@ class PatchTrainer:
             t0 = time.perf_counter()
             r = draw_rows(rows, w, cfg.samples_per_epoch, rng)
             n = len(r)
-            h = upper.fit(self.acts[r].astype(np.float32), {"prob": y[r], "patch_logit": self.targets[r]},
+            h = upper.fit(self.inputs(r), {"prob": y[r], "patch_logit": self.targets[r]},
                           batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
             logs = {k: float(v[-1]) for k, v in h.history.items()}
             logs = {"loss": logs.get("loss", np.nan), "accuracy": logs.get("prob_accuracy", np.nan),
@@ -203,5 +215,5 @@ class PatchTrainer:
     def predict(self, model: keras.Model, idx) -> np.ndarray:
         """Tumour probability of the (original) images ``idx`` from their cached activations."""
         upper = self._upper(model)
-        out = upper.predict(self.acts[np.asarray(idx)].astype(np.float32), batch_size=128, verbose=0)
+        out = upper.predict(self.inputs(np.asarray(idx)), batch_size=128, verbose=0)
         return np.asarray(out["prob"], np.float64).reshape(-1)
