@@ -30,12 +30,11 @@ def _loso(rid, label, config, shift, root):
     rec = {"mode": "loso", "config": config, "label": label, "command": f"python -m bt_core loso --seed {len(rid)}",
            "held_out": held, "status": "finished", "created": "2026-12-06T12:00:00"}
     if shift:  # this one went through loso-checks: half of each held-out family refused by the OOD check
-        from bt_core.evaluation import fold_checks
-        from bt_core.models import sources_fit
+        from bt_core.evaluation import fold_checks, metrics
 
         rec["checks"] = {"quantile": 0.96, "held_out": {}}
         for fam, h in held.items():
-            h["per_source"] = sources_fit.per_source_metrics(h["y"], h["prob"], h["source"])
+            h["per_source"] = metrics.per_source_metrics(h["y"], h["prob"], h["source"])
             flags = np.arange(len(h["y"])) % 2 == 0
             rec["checks"]["held_out"][fam] = fold_checks.summarise(
                 h["y"], h["prob"], h["source"], flags, None if fam == "ixi" else np.zeros(len(flags), bool))

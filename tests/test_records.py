@@ -60,3 +60,22 @@ def test_compare_runs_both_t_tests_and_refuses_unequal_folds():
                                                            ("A", "B"))["warning"]
     with pytest.raises(BTError, match="same folds"):
         records.compare(_rec([0.9, 0.8]), _rec([0.7]), ("A", "B"))
+
+
+def test_mean_of_runs_scores_the_mean_probability_of_runs_of_the_same_images():
+    y = [0, 0, 1, 1]
+
+    def rec(rid, prob, idx=(0, 1, 2, 3)):
+        return {"id": rid, "data": {"fingerprint": "f"}, "wall_time_s": 60,
+                "held_out": {"lgg": {"idx": list(idx), "y": y, "prob": prob, "source": ["lgg_flair"] * 4, "seconds": 30}}}
+
+    a, b = rec("run-a", [0.6, 0.1, 0.4, 0.9]), rec("run-b", [0.2, 0.3, 0.8, 0.7])
+    avg = records.mean_of_runs([a, b])
+    h = avg["held_out"]["lgg"]
+    np.testing.assert_allclose(h["prob"], [0.4, 0.2, 0.6, 0.8])
+    m = h["per_source"]["lgg_flair"]
+    assert m["accuracy"] == 1.0 and m["n"] == 4  # each run alone gets 3 of 4 right
+    assert avg["id"] == "run-a+run-b" and "--average run-a run-b" in avg["command"] and avg["wall_time_s"] == 120
+    assert a["held_out"]["lgg"]["prob"] == [0.6, 0.1, 0.4, 0.9]  # the runs themselves are unchanged
+    with pytest.raises(BTError, match="different images"):
+        records.mean_of_runs([a, rec("run-c", [0.5] * 4, idx=(4, 5, 6, 7))])

@@ -64,28 +64,6 @@ def test_size_lines_give_sensitivity_by_tumour_size_per_source():
     assert report.size_lines({"ixi": rows["ixi"]}) == []
 
 
-def test_average_record_scores_the_mean_probability_of_runs_of_the_same_images():
-    import numpy as np
-    import pytest
-
-    y = [0, 0, 1, 1]
-
-    def rec(rid, prob, idx=(0, 1, 2, 3)):
-        return {"id": rid, "data": {"fingerprint": "f"}, "wall_time_s": 60,
-                "held_out": {"lgg": {"idx": list(idx), "y": y, "prob": prob, "source": ["lgg_flair"] * 4, "seconds": 30}}}
-
-    a, b = rec("run-a", [0.6, 0.1, 0.4, 0.9]), rec("run-b", [0.2, 0.3, 0.8, 0.7])
-    avg = report.average_record([a, b])
-    h = avg["held_out"]["lgg"]
-    np.testing.assert_allclose(h["prob"], [0.4, 0.2, 0.6, 0.8])
-    m = h["per_source"]["lgg_flair"]
-    assert m["accuracy"] == 1.0 and m["n"] == 4  # each run alone gets 3 of 4 right
-    assert avg["id"] == "run-a+run-b" and "--average run-a run-b" in avg["command"] and avg["wall_time_s"] == 120
-    assert a["held_out"]["lgg"]["prob"] == [0.6, 0.1, 0.4, 0.9]  # the runs themselves are unchanged
-    with pytest.raises(SystemExit, match="different images"):
-        report.average_record([a, rec("run-c", [0.5] * 4, idx=(4, 5, 6, 7))])
-
-
 def test_checks_lines_show_refused_and_accepted_accuracy_per_held_out_source():
     from bt_core.evaluation import fold_checks
 
@@ -110,3 +88,11 @@ def test_checks_lines_add_a_row_for_a_family_of_several_sources():
     # all six: 2 of 6 refused; accuracy on all (3 + 1) / 6 from the stored per-source figures; of the 4
     # accepted (rows 0, 2, 3, 4), 3 right at 0.5
     assert lines[-1] == "| lgg | all 2 sources | 33.3% | 33.3% | – | 66.7% | 75.0% |"
+
+
+def test_a_missing_run_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "sources.md"
+    assert report.main(["--loso", str(tmp_path / "no-such-run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no run found at") and "\n" not in err
+    assert not out.exists()

@@ -28,8 +28,8 @@ import time
 import numpy as np
 
 from bt_core import runs
-from bt_core.evaluation import abstain, held_out, metrics
-from bt_core.models import sources_fit
+from bt_core.errors import BTError
+from bt_core.evaluation import abstain, held_out, metrics, records
 
 
 BALANCE_FIX = "20261206-2010"  # run ids (their start time) from which the 'without LGG' fold was balanced
@@ -115,26 +115,6 @@ def checks_lines(rec: dict) -> list[str]:
     for r in table.itertuples(index=False):
         lines.append(f"| {r[1]} | {r[0]} | " + " | ".join(pct(v) for v in r[2:]) + " |")
     return lines
-
-
-def average_record(recs: list[dict]) -> dict:
-    """A leave-one-source-out record whose probabilities are the mean of ``recs``' (same images, same order)."""
-    first = recs[0]
-    if len({r["data"]["fingerprint"] for r in recs}) > 1 or any(r["held_out"].keys() != first["held_out"].keys() for r in recs):
-        raise SystemExit("--average: the runs must hold out the same families of the same data")
-    held = {}
-    for fam, h in first["held_out"].items():
-        parts = [r["held_out"][fam] for r in recs]
-        if any(x["idx"] != h["idx"] for x in parts):
-            raise SystemExit(f"--average: the runs scored different images of {fam}")
-        prob = np.mean([x["prob"] for x in parts], axis=0)
-        held[fam] = {**h, "prob": prob.tolist(), "seconds": sum(x["seconds"] for x in parts),
-                     "per_source": sources_fit.per_source_metrics(h["y"], prob, h["source"])}
-    ids = [r["id"] for r in recs]
-    first = {k: v for k, v in first.items() if k != "checks"}  # fitted on one run's features, not the mean's
-    return {**first, "id": "+".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
-            "label": f"Mean probability of these {len(ids)} runs (an ensemble of their models)",
-            "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}
 
 
 def comparison_section(recs: list[dict]) -> list[str]:
@@ -289,9 +269,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lo = [runs.load_run(r) for r in a.loso]
-    lo += [average_record([runs.load_run(r) for r in group]) for group in a.average]
-    sh = [runs.load_run(r) for r in a.runs]
+    try:
+        lo = [runs.load_run(r) for r in a.loso]
+        lo += [records.mean_of_runs([runs.load_run(r) for r in group]) for group in a.average]
+        sh = [runs.load_run(r) for r in a.runs]
+    except BTError as exc:  # a missing run, or runs that cannot be averaged: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     lines = ["# Sources: the models on scans from sources they never saw", "",
              f"Written by `python tools/sources_report.py {shlex.join(sys.argv[1:] if argv is None else argv)}` on "
              f"{time.strftime('%Y-%m-%d')} from the saved runs it names (each run's own command is given). Data: the six "

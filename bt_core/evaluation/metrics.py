@@ -127,6 +127,12 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     }
 
 
+def per_source_metrics(y_true, prob, source, threshold: float = 0.5) -> dict:
+    """{source: :func:`binary_metrics` of its predictions} (a source with one class is fine)."""
+    y, p, src = np.asarray(y_true), np.asarray(prob), np.asarray(source)
+    return {str(s): binary_metrics(y[src == s], p[src == s], threshold) for s in np.unique(src)}
+
+
 def defined_metrics(y_true) -> tuple[str, ...]:
     """The headline figures defined for these labels: all four with both classes; ``specificity`` and
     ``accuracy`` with only no-tumour cases; ``sensitivity`` and ``accuracy`` with only tumour cases."""

@@ -6,7 +6,9 @@
 - :func:`per_source_table` and :func:`sources_table`: test and out-of-fold figures per data source of a
   run on several sources (accuracy at 0.5 out of fold; test metrics at the threshold given);
 - :func:`compare`: the paper's paired t-test and Nadeau & Bengio's corrected resampled t-test on the
-  per-fold metric of two runs, with sentences that say what the p-value means.
+  per-fold metric of two runs, with sentences that say what the p-value means;
+- :func:`mean_of_runs`: several leave-one-source-out runs of the same images as one record whose
+  probabilities are their mean (an ensemble of their models), scored like any run.
 Percentages are formatted strings ("n/a" where undefined), ready for a table.
 """
 from __future__ import annotations
@@ -122,3 +124,25 @@ def compare(rec_a: dict, rec_b: dict, names: tuple[str, str], key: str = "accura
         sentences.append((title, stats.interpret(res["p"], what=key, diff=res["mean_diff"], names=names,
                                                  source="the folds")))
     return {"rows": rows, "sentences": sentences, "warning": warning}
+
+
+def mean_of_runs(recs: list[dict]) -> dict:
+    """A leave-one-source-out record whose probabilities are the mean of ``recs``' (same data, same held-out
+    images in the same order); its per-source figures recomputed, its refusal checks dropped (they were fitted
+    on one run's features, not on the mean's). Raises :class:`BTError` if the runs scored different images."""
+    first = recs[0]
+    if len({r["data"]["fingerprint"] for r in recs}) > 1 or any(r["held_out"].keys() != first["held_out"].keys() for r in recs):
+        raise BTError("the runs must hold out the same families of the same data")
+    held = {}
+    for fam, h in first["held_out"].items():
+        parts = [r["held_out"][fam] for r in recs]
+        if any(x["idx"] != h["idx"] for x in parts):
+            raise BTError(f"the runs scored different images of {fam}")
+        prob = np.mean([x["prob"] for x in parts], axis=0)
+        held[fam] = {**h, "prob": prob.tolist(), "seconds": sum(x["seconds"] for x in parts),
+                     "per_source": metrics.per_source_metrics(h["y"], prob, h["source"])}
+    ids = [r["id"] for r in recs]
+    first = {k: v for k, v in first.items() if k != "checks"}
+    return {**first, "id": "+".join(ids), "held_out": held, "wall_time_s": sum(r["wall_time_s"] for r in recs),
+            "label": f"Mean probability of these {len(ids)} runs (an ensemble of their models)",
+            "command": "python tools/sources_report.py --average " + " ".join(ids) + " (each run's command is in its section)"}

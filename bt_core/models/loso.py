@@ -21,6 +21,7 @@ import numpy as np
 from bt_core.config import TrainConfig
 from bt_core.data import folders
 from bt_core.errors import ConfigError
+from bt_core.evaluation import metrics
 from bt_core.models import runtime, sources_fit, training
 
 Progress = Callable[[dict], None]
@@ -71,7 +72,7 @@ def leave_one_source_out(cfg: TrainConfig, ds: folders.Dataset, masks=None, prog
         record["held_out"][held] = {
             "idx": te.tolist(), "y": y[te].tolist(), "prob": prob.tolist(), "source": src[te].tolist(),
             "trained_on": {s: int((src[tr] == s).sum()) for s in np.unique(src[tr])},
-            "per_source": sources_fit.per_source_metrics(y[te], prob, src[te]), "history": hist,
+            "per_source": metrics.per_source_metrics(y[te], prob, src[te]), "history": hist,
             "seconds": round(time.perf_counter() - tf0, 2)}
         del model
         keras.backend.clear_session()

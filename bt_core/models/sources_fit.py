@@ -3,7 +3,7 @@
 Used by :mod:`bt_core.models.training` (the protocol) and :mod:`bt_core.models.loso`:
 
 - :func:`strata_for`: splits stratify on the (source, label) pair when a data set has several sources;
-- :func:`sources_summary`, :func:`per_source_metrics`: what a run record says per source;
+- :func:`sources_summary`: what a run record says per source (its figures: ``bt_core.evaluation.metrics.per_source_metrics``);
 - :func:`views`: ``TrainConfig.views`` augmented views of every image (:mod:`bt_core.data.augment`) as
   extra training rows, in the form ``bt_core.models.training._train_set`` takes;
 - :func:`balance`: sample weights that give every (source family, class) pair the same weight
@@ -15,7 +15,6 @@ import numpy as np
 
 from bt_core import data as data_mod
 from bt_core.config import TrainConfig
-from bt_core.evaluation import metrics
 
 
 def strata_for(ds: data_mod.Dataset) -> np.ndarray:
@@ -67,9 +66,3 @@ def balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
     n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or views(...) in run_protocol
     rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
     return balance_weights(np.char.add(ds.family_of()[rows].astype(str), ds.labels[rows].astype(str)))
-
-
-def per_source_metrics(y, prob, source, threshold: float = 0.5) -> dict:
-    """Metrics of each source's predictions: {source: binary metrics (one class allowed)}."""
-    y, prob, source = np.asarray(y), np.asarray(prob), np.asarray(source)
-    return {str(s): metrics.binary_metrics(y[source == s], prob[source == s], threshold) for s in np.unique(source)}

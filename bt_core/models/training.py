@@ -23,7 +23,7 @@ from bt_core import data as data_mod
 from bt_core.evaluation import metrics
 from bt_core.models import networks, runtime, sources_fit
 from bt_core.models.runtime import hardware
-from bt_core.models.sources_fit import per_source_metrics, sources_summary, strata_for
+from bt_core.models.sources_fit import sources_summary, strata_for
 from bt_core.data import splits
 from bt_core.config import TrainConfig  # noqa: F401  (re-exported)
 from bt_core.errors import ConfigError
@@ -287,7 +287,7 @@ def run_protocol(cfg: TrainConfig, ds: data_mod.Dataset, mode: str = "cv", progr
     record["final"] = {"history": hist, "seconds": round(time.perf_counter() - tf0, 2)}
     record["test"] = {"idx": test_idx.tolist(), "y": y[test_idx].tolist(), "prob": prob.tolist(),
                       "source": src[test_idx].tolist(), "metrics": metrics.binary_metrics(y[test_idx], prob)}
-    record["test"]["per_source"] = per_source_metrics(y[test_idx], prob, src[test_idx])
+    record["test"]["per_source"] = metrics.per_source_metrics(y[test_idx], prob, src[test_idx])
     record["wall_time_s"] = round(time.perf_counter() - t0, 2)
     record["hardware"] = hardware()
     record["params"] = int(model.count_params())
