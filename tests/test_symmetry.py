@@ -183,3 +183,12 @@ def test_the_activation_cache_of_lite1_is_not_lite0s(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("patchacts-*.npy"))) == 2  # one cache file per backbone
     assert acts["efficientnet_lite0"].shape == acts["efficientnet_lite1"].shape  # both cut where stage 4 ends
     assert not np.array_equal(acts["efficientnet_lite0"], acts["efficientnet_lite1"])
+
+
+def test_models_saved_with_the_old_trunk_name_still_find_their_trunk(monkeypatch):
+    """Symmetric models saved before 2026-12-07 (the shipped one included) named their trunk 'lite0_trunk'."""
+    monkeypatch.setattr(patch, "CORE", "lite0_trunk")
+    old = patch.build(weights=None, image_size=64, seed=0, symmetry=True)
+    monkeypatch.undo()
+    assert patch.core_of(old).name == "lite0_trunk" and patch.fine_tune_from(patch.core_of(old)) == "block07_add"
+    assert patch.core_of(patch.build(weights=None, image_size=64, seed=0, symmetry=True)).name == "trunk"

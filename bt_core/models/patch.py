@@ -41,7 +41,8 @@ from bt_core.models import networks
 # stage 5), e.g. Lite0 ("block07_add", "block10_add"), Lite1 ("block10_add", "block14_add")
 CUTS = {f"efficientnet_{v}": tuple(lite.stage_ends(v)[3:5]) for v in lite.REPEATS}
 MAP_SIZE = 15  # cells per side at 240 px
-CORE = "lite0_trunk"  # the trunk's name inside the symmetric backbone, Lite1 too (saved models look it up)
+CORE = "trunk"  # the trunk's name inside the symmetric backbone (Lite0 or Lite1)
+OLD_CORES = ("lite0_trunk",)  # its name in models saved before 2026-12-07, Lite1 ones too
 
 
 @keras.saving.register_keras_serializable(package="bt_core")
@@ -207,7 +208,10 @@ def symmetric(core: keras.Model) -> keras.Model:
 def core_of(model: keras.Model) -> keras.Model:
     """The Lite0 trunk (stem to block 10) inside the patch model, whether or not it is symmetric."""
     trunk = model.get_layer("backbone")
-    return trunk.get_layer(CORE) if is_symmetric(trunk) else trunk
+    if not is_symmetric(trunk):
+        return trunk
+    names = {layer.name for layer in trunk.layers}
+    return trunk.get_layer(next((n for n in (CORE, *OLD_CORES) if n in names), CORE))
 
 
 def fine_tune_from(trunk: keras.Model) -> str:
