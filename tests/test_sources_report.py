@@ -96,3 +96,26 @@ def test_a_missing_run_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no run found at") and "\n" not in err
     assert not out.exists()
+
+
+def test_contrast_lines_split_sensitivity_by_how_much_the_tumour_stands_out(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "lgg_t1pre"
+    (root / "yes").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:96, :96]
+    head = (yy - 48) ** 2 + (xx - 48) ** 2 < 40 ** 2
+    lesion = (yy - 40) ** 2 + (xx - 52) ** 2 < 64
+    for name, value in (("bright", 220), ("iso", 110)):
+        img = np.where(head, 100 + 20 * ((xx // 6) % 2), 0).astype(np.uint8)
+        img[lesion] = value
+        Image.fromarray(img).save(root / "yes" / f"{name}.png")
+        Image.fromarray((lesion * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
+    rec = {"data": {"sources": [{"name": "lgg_t1pre", "root": str(root)}, {"name": "ixi_t1", "root": str(tmp_path / "ixi")}],
+                    "paths": ["lgg_t1pre/yes/bright.png", "lgg_t1pre/yes/iso.png", "ixi_t1/no/x.png"]}}
+    lines = report.contrast_lines(rec, [0, 1, 2], [1, 1, 0], [0.9, 0.2, 0.7], ["lgg_t1pre", "lgg_t1pre", "ixi_t1"], "held-out")
+    body = [ln for ln in lines if ln.startswith("| lgg")]
+    assert body == ["| lgg_t1pre | 0-0.25 | 1 | 50.0% | 0.0% |", "| lgg_t1pre | 1 or more | 1 | 50.0% | 100.0% |"]
+    assert report.contrast_lines(rec, [2], [0], [0.7], ["ixi_t1"], "held-out") == []  # no masked source

@@ -5,11 +5,12 @@ Reads saved runs only (nothing is trained here):
 - ``--loso RUN ...``: leave-one-source-out runs (``python -m bt_core loso ...``), one per recipe: per
   held-out source accuracy, sensitivity and specificity where the class exists, AUC where both do,
   the abstention band fitted on the *other* families (share answered, accuracy on answered images),
-  a risk-coverage curve, and the shortcut checks (LGG slice position, IXI plane, BraTS sequence);
+  a risk-coverage curve, the shortcut checks (LGG slice position, IXI plane, BraTS sequence), and
+  sensitivity by the tumour's size and by how much it stands out (``bt_core.evaluation.visibility``);
 - ``--average RUN RUN [...]`` (repeatable): the mean probability of several leave-one-source-out runs
   of the same data, scored like one more run (an ensemble of their models, each trained as its run says);
-- ``--runs RUN ...``: cv runs on all sources (the shipped models): per-source group-aware test figures,
-  and the pointing game of Grad-CAM and Grad-CAM++ against the expert masks of their test images.
+- ``--runs RUN ...``: cv runs on all sources (the shipped models): per-source group-aware test figures
+  (and sensitivity by tumour contrast), and the pointing game of Grad-CAM and Grad-CAM++ against the expert masks of their test images.
 
 Usage: python tools/sources_report.py --loso RUN [RUN ...] [--average RUN RUN ...] --runs RUN [RUN ...]
 [--out reports/sources.md]
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
 
 import argparse
+import functools
 import shlex
 import time
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from bt_core import runs
 from bt_core.errors import BTError
-from bt_core.evaluation import abstain, held_out, metrics, records
+from bt_core.evaluation import abstain, held_out, metrics, records, visibility
 
 
 BALANCE_FIX = "20261206-2010"  # run ids (their start time) from which the 'without LGG' fold was balanced
@@ -97,7 +99,35 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     lines += ["", f"![risk-coverage]({path.name})", ""]
     family_rows = held_out_rows(rec)
     lines += shortcut_lines(family_rows) + size_lines(family_rows)
-    return lines
+    idx, ys, ps, ss = ([v for r in held.values() for v in r[k]] for k in ("idx", "y", "prob", "source"))
+    return lines + contrast_lines(rec, idx, ys, ps, ss, "held-out")
+
+
+@functools.lru_cache(maxsize=None)
+def _contrasts(root: str) -> dict[str, float]:
+    return visibility.source_contrasts(root)
+
+
+def contrast_lines(rec: dict, idx, y, prob, source, what: str) -> list[str]:
+    """Sensitivity on the masked sources' tumour slices by how much the tumour stands out in its own slice
+    (:func:`bt_core.evaluation.visibility.tumour_contrast`)."""
+    roots = {s["name"]: Path(s["root"]) for s in rec["data"]["sources"]}
+    paths = rec["data"]["paths"]
+    out = [f"How visible the missed tumours are ({what} tumour slices of the masked sources by their *tumour contrast*: "
+           "|mean inside the expert mask - mean of a 6-pixel ring around it| / the head's standard deviation, in the "
+           "slice itself; the LGG masks outline the FLAIR abnormality, also on the T1 sequences; "
+           "`bt_core.evaluation.visibility`; sensitivity at 0.5):", "",
+           "| source | tumour contrast | n | share of its tumour slices | sensitivity |", "|---|---|---:|---:|---:|"]
+    for s in dict.fromkeys(source):
+        root = roots.get(s)
+        if root is None or not (root / "masks").is_dir():
+            continue
+        c = _contrasts(str(root))
+        pick = [(c.get(Path(paths[i]).name, np.nan), p) for i, yy, p, src in zip(idx, y, prob, source) if src == s and yy == 1]
+        if pick:
+            for r in visibility.detection_by_contrast(*zip(*pick)):
+                out.append(f"| {s} | {r['bin']} | {r['n']} | {pct(r['share'])} | {pct(r['sensitivity'])} |")
+    return out + [""] if len(out) > 4 else []
 
 
 def checks_lines(rec: dict) -> list[str]:
@@ -223,7 +253,7 @@ def shipped_section(rec: dict) -> list[str]:
         cell = lambda k: f"{pct(m[k])} ({pct(mo[k])})" if k in cls else "–"  # noqa: E731
         lines.append(f"| {s} | {m['n']} | {cell('accuracy')} | {cell('sensitivity')} | {cell('specificity')} | "
                      f"{pct(m['auc']) if 'auc' in cls else '–'} |")
-    return lines + [""]
+    return lines + [""] + contrast_lines(rec, t["idx"], y, p, src, "test-part")
 
 
 def pointing_section(recs: list[dict], limit: int) -> list[str]:
