@@ -119,3 +119,27 @@ def test_contrast_lines_split_sensitivity_by_how_much_the_tumour_stands_out(tmp_
     body = [ln for ln in lines if ln.startswith("| lgg")]
     assert body == ["| lgg_t1pre | 0-0.25 | 1 | 50.0% | 0.0% |", "| lgg_t1pre | 1 or more | 1 | 50.0% | 100.0% |"]
     assert report.contrast_lines(rec, [2], [0], [0.7], ["ixi_t1"], "held-out") == []  # no masked source
+
+
+def test_shipped_section_checks_the_slice_position_shortcut_on_the_test_part(tmp_path):
+    """A model that calls every middle-of-volume LGG slice tumour is caught on its own test part too."""
+    root = tmp_path / "lgg_flair"
+    root.mkdir()
+    rows, paths, y, prob = ["file,label,group,slice"], [], [], []
+    for k in range(1, 21):  # one patient, 20 slices; tumour in 8-13; the model says tumour for 6-15
+        lab = "yes" if 8 <= k <= 13 else "no"
+        rows.append(f"{lab}/p_{k}.jpg,{lab},p,{k}")
+        paths.append(f"lgg_flair/{lab}/p_{k}.jpg")
+        y.append(int(lab == "yes"))
+        prob.append(0.9 if 6 <= k <= 15 else 0.1)
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    rec = {"id": "cv-x", "label": "X", "config": {"model": "patch"}, "command": "python -m bt_core cv ...",
+           "data": {"sources": [{"name": "lgg_flair", "family": "lgg", "root": str(root)}], "paths": paths},
+           "test": {"idx": list(range(20)), "y": y, "prob": prob, "source": ["lgg_flair"] * 20}}
+    lines = report.shipped_section(rec)
+    found = {tuple(c.strip() for c in ln.strip("|").split("|")[1:4]): ln.split("|")[-2].strip()
+             for ln in lines if ln.startswith("| lgg | slice position")}
+    # middle half: slices 6-15 (q 0.26-0.74): 4 no-tumour slices all called tumour; edges: all right
+    assert found[("slice position, no tumour", "middle half", "4")] == "0.0%"
+    assert found[("slice position, no tumour", "top or bottom quarter", "10")] == "100.0%"
+    assert any(ln.startswith("Shortcut checks on the test part") for ln in lines)
