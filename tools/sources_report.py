@@ -12,8 +12,10 @@ Reads saved runs only (nothing is trained here):
 - ``--runs RUN ...``: cv runs on all sources (the shipped models): per-source group-aware test figures
   (and sensitivity by tumour contrast), and the pointing game of Grad-CAM and Grad-CAM++ against the expert masks of their test images.
 
+- ``--tests RUN ...``: more runs on all sources (cv or train), their test-part figures only.
+
 Usage: python tools/sources_report.py --loso RUN [RUN ...] [--average RUN RUN ...] --runs RUN [RUN ...]
-[--out reports/sources.md]
+[--tests RUN ...] [--out reports/sources.md]
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
 
 import argparse
-import functools
 import shlex
 import time
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from bt_core import runs
 from bt_core.errors import BTError
-from bt_core.evaluation import abstain, held_out, metrics, records, visibility
+from bt_core.evaluation import abstain, breakdown, held_out, metrics, records, visibility
 
 
 BALANCE_FIX = "20261206-2010"  # run ids (their start time) from which the 'without LGG' fold was balanced
@@ -103,31 +104,16 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
     return lines + contrast_lines(rec, idx, ys, ps, ss, "held-out")
 
 
-@functools.lru_cache(maxsize=None)
-def _contrasts(root: str) -> dict[str, float]:
-    return visibility.source_contrasts(root)
-
-
 def contrast_lines(rec: dict, idx, y, prob, source, what: str) -> list[str]:
     """Sensitivity on the masked sources' tumour slices by how much the tumour stands out in its own slice
     (:func:`bt_core.evaluation.visibility.tumour_contrast`)."""
-    roots = {s["name"]: Path(s["root"]) for s in rec["data"]["sources"]}
-    paths = rec["data"]["paths"]
-    out = [f"How visible the missed tumours are ({what} tumour slices of the masked sources by their *tumour contrast*: "
-           "|mean inside the expert mask - mean of a 6-pixel ring around it| / the head's standard deviation, in the "
-           "slice itself; the LGG masks outline the FLAIR abnormality, also on the T1 sequences; "
-           "`bt_core.evaluation.visibility`; sensitivity at 0.5):", "",
-           "| source | tumour contrast | n | share of its tumour slices | sensitivity |", "|---|---|---:|---:|---:|"]
-    for s in dict.fromkeys(source):
-        root = roots.get(s)
-        if root is None or not (root / "masks").is_dir():
-            continue
-        c = _contrasts(str(root))
-        pick = [(c.get(Path(paths[i]).name, np.nan), p) for i, yy, p, src in zip(idx, y, prob, source) if src == s and yy == 1]
-        if pick:
-            for r in visibility.detection_by_contrast(*zip(*pick)):
-                out.append(f"| {s} | {r['bin']} | {r['n']} | {pct(r['share'])} | {pct(r['sensitivity'])} |")
-    return out + [""] if len(out) > 4 else []
+    rows = visibility.run_detection_by_contrast(rec, idx, y, prob, source)
+    return [f"How visible the missed tumours are ({what} tumour slices of the masked sources by their *tumour contrast*: "
+            "|mean inside the expert mask - mean of a 6-pixel ring around it| / the head's standard deviation, in the "
+            "slice itself; the LGG masks outline the FLAIR abnormality, also on the T1 sequences; "
+            "`bt_core.evaluation.visibility`; sensitivity at 0.5):", "",
+            "| source | tumour contrast | n | share of its tumour slices | sensitivity |", "|---|---|---:|---:|---:|"] + [
+        f"| {r['source']} | {r['bin']} | {r['n']} | {pct(r['share'])} | {pct(r['sensitivity'])} |" for r in rows] + [""] if rows else []
 
 
 def checks_lines(rec: dict) -> list[str]:
@@ -186,81 +172,44 @@ def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
 
 def held_out_rows(rec: dict) -> dict[str, list[tuple]]:
     """Per held-out family, (label, probability, source, metadata row) of each of its images."""
-    return {f: rows_by_family(rec, r["idx"], r["y"], r["prob"], r["source"])[f] for f, r in rec["held_out"].items()}
-
-
-def rows_by_family(rec: dict, idx, y, prob, source) -> dict[str, list[tuple]]:
-    """The images ``idx`` grouped by source family: (label, probability, source, metadata row) of each."""
-    from bt_core.data.sources import read_metadata
-
-    meta = {s["name"]: read_metadata(Path(s["root"])) for s in rec["data"]["sources"] if Path(s["root"]).is_dir()}
-    family = {s["name"]: s.get("family") or s["name"].split("_", 1)[0] for s in rec["data"]["sources"]}
-    paths, out = rec["data"]["paths"], {}
-    for i, yy, p, s in zip(idx, y, prob, source):
-        out.setdefault(family.get(s, s), []).append(
-            (yy, p, s, meta.get(s, {}).get(paths[i].split("/", 1)[1] if "/" in paths[i] else paths[i], {})))
-    return out
-
-
-SIZE_BINS = ((0, 300), (300, 1000), (1000, 3000), (3000, None))  # tumour pixels in the source's own slice
+    return {f: [row for rows in breakdown.rows_by_family(rec, r["idx"], r["y"], r["prob"], r["source"]).values()
+                for row in rows] for f, r in rec["held_out"].items()}
 
 
 def size_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
     """Sensitivity on held-out tumour slices by the expert mask's size (``mask_px``), per source."""
-    out = ["Where the missed tumours are (held-out tumour slices by the size of the expert mask, in pixels of the "
-           "source's own slice; sensitivity at 0.5):", "", "| source | tumour pixels | n | sensitivity |", "|---|---|---:|---:|"]
-    for rows in family_rows.values():
-        for s in dict.fromkeys(s for *_, s, m in rows if m.get("mask_px")):
-            for lo, hi in SIZE_BINS:
-                pp = np.asarray([p for y, p, src, m in rows if src == s and y == 1 and m.get("mask_px")
-                                 and lo <= float(m["mask_px"]) and (hi is None or float(m["mask_px"]) < hi)])
-                if len(pp):
-                    out.append(f"| {s} | {lo}-{hi} | {len(pp)} | {pct((pp >= .5).mean())} |" if hi else
-                               f"| {s} | {lo} or more | {len(pp)} | {pct((pp >= .5).mean())} |")
-    return out + [""] if len(out) > 4 else []
+    rows = breakdown.size_splits(family_rows)
+    return ["Where the missed tumours are (held-out tumour slices by the size of the expert mask, in pixels of the "
+            "source's own slice; sensitivity at 0.5):", "", "| source | tumour pixels | n | sensitivity |", "|---|---|---:|---:|"] + [
+        f"| {r['source']} | {r['bin']} | {r['n']} | {pct(r['sensitivity'])} |" for r in rows] + [""] if rows else []
 
 
 def shortcut_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
     """Held-out figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
-    out = ["Shortcut checks (held-out predictions split by what a shortcut would use):", "",
-           "| held-out family | split by | part | n | accuracy |", "|---|---|---|---:|---:|"]
-    for f, rows in family_rows.items():
-        if f == "lgg":  # position in the volume: LGG's no-tumour slices crowd the top and bottom quarters
-            span = {}
-            for y, p, s, m in rows:
-                g = m.get("group")
-                span.setdefault(g, []).append(int(m.get("slice") or 0))
-            for part, test in (("top or bottom quarter", lambda q: q < 0.25 or q > 0.75), ("middle half", lambda q: 0.25 <= q <= 0.75)):
-                for cls, lab in (("no tumour", 0), ("tumour", 1)):
-                    sel = [(y, p) for y, p, s, m in rows if y == lab and m.get("group") in span and test(
-                        (int(m.get("slice") or 0) - min(span[m["group"]])) / max(1, max(span[m["group"]]) - min(span[m["group"]])))]
-                    if sel:
-                        yy, pp = map(np.asarray, zip(*sel))
-                        out.append(f"| lgg | slice position, {cls} | {part} | {len(sel)} | {pct(((pp >= .5) == yy).mean())} |")
-        for key, label in (("plane", "plane"), ("seq", "sequence")):
-            vals = sorted({m.get(key) for *_, m in rows if m.get(key)})
-            for v in vals:
-                sel = [(y, p) for y, p, s, m in rows if m.get(key) == v]
-                yy, pp = map(np.asarray, zip(*sel))
-                out.append(f"| {f} | {label} | {v} | {len(sel)} | {pct(((pp >= .5) == yy).mean())} |")
-    return out + [""]
+    return ["Shortcut checks (held-out predictions split by what a shortcut would use):", "",
+            "| held-out family | split by | part | n | accuracy |", "|---|---|---|---:|---:|"] + [
+        f"| {r['family']} | {r['split']} | {r['part']} | {r['n']} | {pct(r['accuracy'])} |"
+        for r in breakdown.shortcut_splits(family_rows)] + [""]
 
 
 def shipped_section(rec: dict) -> list[str]:
     t = rec["test"]
     y, p, src = np.asarray(t["y"]), np.asarray(t["prob"]), np.asarray(t["source"])
-    thr = float((rec.get("operating_point") or {}).get("threshold", 0.5))
+    op = rec.get("operating_point")
+    thr = float((op or {}).get("threshold", 0.5))
+    at = f"Threshold 0.5 and, in brackets, the operating point {thr:.3f}." if op else \
+        "Threshold 0.5 (no operating point was calibrated for this run)."
     lines = [f"### {name_of(rec)}: group-aware test part of every source (`{rec['id']}`)", "",
-             f"Command: `{rec.get('command', '')}`. Test part: 20% of each source's patients (Br35H: of its "
-             f"near-duplicate groups), never trained on. Threshold 0.5 and, in brackets, the operating point {thr:.3f}.", "",
+             f"Command: `{rec.get('command', '')}`; {rec.get('wall_time_s', 0) / 60:.1f} min. Test part: 20% of each "
+             f"source's patients (Br35H: of its near-duplicate groups), never trained on. {at}", "",
              "| source | n | accuracy | sensitivity | specificity | AUC |", "|---|---:|---:|---:|---:|---:|"]
     for s in dict.fromkeys(src.tolist()):
         m, mo = (metrics.binary_metrics(y[src == s], p[src == s], th) for th in (0.5, thr))
         cls = metrics.defined_metrics(y[src == s])
-        cell = lambda k: f"{pct(m[k])} ({pct(mo[k])})" if k in cls else "–"  # noqa: E731
+        cell = lambda k: (f"{pct(m[k])} ({pct(mo[k])})" if op else pct(m[k])) if k in cls else "–"  # noqa: E731
         lines.append(f"| {s} | {m['n']} | {cell('accuracy')} | {cell('sensitivity')} | {cell('specificity')} | "
                      f"{pct(m['auc']) if 'auc' in cls else '–'} |")
-    shortcuts = shortcut_lines(rows_by_family(rec, t["idx"], y, p, src))
+    shortcuts = shortcut_lines(breakdown.rows_by_family(rec, t["idx"], y, p, src))
     shortcuts[0] = ("Shortcut checks on the test part (LGG's no-tumour slices in the middle half of a volume lie next to "
                     "the tumour, so they are harder anyway; a model that learned slice positions loses far more there):")
     return lines + [""] + shortcuts + contrast_lines(rec, t["idx"], y, p, src, "test-part")
@@ -304,6 +253,8 @@ def main(argv=None) -> int:
     ap.add_argument("--average", nargs="+", action="append", default=[], metavar="RUN",
                     help="leave-one-source-out runs whose mean probability is scored as one more run (repeatable)")
     ap.add_argument("--runs", nargs="*", default=[], metavar="RUN")
+    ap.add_argument("--tests", nargs="*", default=[], metavar="RUN",
+                    help="more cv or train runs on all sources: their test-part figures only (no heatmaps)")
     ap.add_argument("--pointing-limit", type=int, default=150)
     ap.add_argument("--out", default="reports/sources.md")
     a = ap.parse_args(argv)
@@ -313,6 +264,7 @@ def main(argv=None) -> int:
         lo = [runs.load_run(r) for r in a.loso]
         lo += [records.mean_of_runs([runs.load_run(r) for r in group]) for group in a.average]
         sh = [runs.load_run(r) for r in a.runs]
+        more = [runs.load_run(r) for r in a.tests]
     except BTError as exc:  # a missing run, or runs that cannot be averaged: one line, nothing written
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -332,11 +284,11 @@ def main(argv=None) -> int:
         lines += comparison_section(lo)
     for rec in lo:
         lines += loso_section(rec, out.parent)
-    if sh:
+    if sh or more:
         lines += ["## In-source test (group-aware)", ""]
-        for rec in sh:
+        for rec in sh + more:
             lines += shipped_section(rec)
-        lines += pointing_section(sh, a.pointing_limit)
+        lines += pointing_section(sh, a.pointing_limit) if sh else []
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
     return 0

@@ -10,13 +10,15 @@ its brightness does not give it away.
 Why it matters here: the LGG masks outline the *FLAIR* abnormality (Buda, Saha & Mazurowski, Comput.
 Biol. Med. 2019), and the ``lgg_t1c`` and ``lgg_t1pre`` labels come from the same masks, so a slice is
 labelled "tumour" on T1 wherever the FLAIR abnormality is, whether or not T1 shows it.
-:func:`detection_by_contrast` splits a model's sensitivity by this contrast (:data:`CONTRAST_BINS`).
+:func:`detection_by_contrast` splits a model's sensitivity by this contrast (:data:`CONTRAST_BINS`);
+:func:`run_detection_by_contrast` does it for the predictions of a run record on its masked sources.
 
 Defaults: ring 6 pixels (in the slice's own pixels), head = pixels above the 5th percentile and above 4% of
 the slice's maximum; undefined (NaN) when the mask or the ring has fewer than 5 pixels.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,11 @@ def tumour_contrast(image, mask, ring: int = 6) -> float:
         return float("nan")
     spread = img[head | inside].std()
     return float(abs(img[inside].mean() - img[around].mean()) / max(spread, 1e-9))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_contrasts(root: str, mtime: float) -> dict[str, float]:
+    return source_contrasts(root)
 
 
 def source_contrasts(root, mask_dir: str = "masks") -> dict[str, float]:
@@ -88,3 +95,20 @@ def detection_by_contrast(contrast, prob, threshold: float = 0.5) -> list[dict]:
             rows.append({"bin": bin_label(lo, hi), "n": int(sel.sum()), "share": float(sel.sum() / max(known.sum(), 1)),
                          "sensitivity": float((p[sel] >= threshold).mean())})
     return rows
+
+
+def run_detection_by_contrast(rec: dict, idx, y, prob, source, threshold: float = 0.5) -> list[dict]:
+    """For the images ``idx`` of run record ``rec`` (labels ``y``, probabilities ``prob``, source names
+    ``source``): :func:`detection_by_contrast` of each source with ``masks/``, as
+    [{"source", "bin", "n", "share", "sensitivity"}]. Each source's contrasts are computed once a process."""
+    roots = {s["name"]: Path(s["root"]) for s in rec["data"]["sources"]}
+    paths, out = rec["data"]["paths"], []
+    for s in dict.fromkeys(source):
+        root = roots.get(s)
+        if root is None or not (root / "masks").is_dir():
+            continue
+        c = _cached_contrasts(str(root), (root / "masks").stat().st_mtime)
+        pick = [(c.get(Path(paths[i]).name, np.nan), p) for i, yy, p, src in zip(idx, y, prob, source) if src == s and yy == 1]
+        if pick:
+            out += [{"source": s, **r} for r in detection_by_contrast(*zip(*pick), threshold=threshold)]
+    return out
