@@ -184,10 +184,11 @@ def size_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
         f"| {r['source']} | {r['bin']} | {r['n']} | {pct(r['sensitivity'])} |" for r in rows] + [""] if rows else []
 
 
-def shortcut_lines(family_rows: dict[str, list[tuple]]) -> list[str]:
-    """Held-out figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
-    return ["Shortcut checks (held-out predictions split by what a shortcut would use):", "",
-            "| held-out family | split by | part | n | accuracy |", "|---|---|---|---:|---:|"] + [
+def shortcut_lines(family_rows: dict[str, list[tuple]],
+                   title: str = "Shortcut checks (held-out predictions split by what a shortcut would use):",
+                   family: str = "held-out family") -> list[str]:
+    """Figures split by what a shortcut would use: slice position (LGG), plane (IXI), sequence (BraTS)."""
+    return [title, "", f"| {family} | split by | part | n | accuracy |", "|---|---|---|---:|---:|"] + [
         f"| {r['family']} | {r['split']} | {r['part']} | {r['n']} | {pct(r['accuracy'])} |"
         for r in breakdown.shortcut_splits(family_rows)] + [""]
 
@@ -209,9 +210,10 @@ def shipped_section(rec: dict) -> list[str]:
         cell = lambda k: (f"{pct(m[k])} ({pct(mo[k])})" if op else pct(m[k])) if k in cls else "–"  # noqa: E731
         lines.append(f"| {s} | {m['n']} | {cell('accuracy')} | {cell('sensitivity')} | {cell('specificity')} | "
                      f"{pct(m['auc']) if 'auc' in cls else '–'} |")
-    shortcuts = shortcut_lines(breakdown.rows_by_family(rec, t["idx"], y, p, src))
-    shortcuts[0] = ("Shortcut checks on the test part (LGG's no-tumour slices in the middle half of a volume lie next to "
-                    "the tumour, so they are harder anyway; a model that learned slice positions loses far more there):")
+    shortcuts = shortcut_lines(breakdown.rows_by_family(rec, t["idx"], y, p, src),
+                               "Shortcut checks on the test part (LGG's no-tumour slices in the middle half of a volume "
+                               "lie next to the tumour, so they are harder anyway; a model that learned slice positions "
+                               "loses far more there):", "family")
     return lines + [""] + shortcuts + contrast_lines(rec, t["idx"], y, p, src, "test-part")
 
 
