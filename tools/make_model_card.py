@@ -225,6 +225,10 @@ def main() -> None:
            + (" The degraded copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, "
               "so the robustness measured there is to those kinds of degradation, not to real images from elsewhere."
               if recs["transfer"]["config"].get("degrade_copies") else ""),
+           "- Low-grade gliomas on T1 and T1+Gd: the LGG labels come from masks drawn on FLAIR, and on the T1 "
+           "sequences most of those tumours barely stand out from the tissue around them; held out, the model misses "
+           "most of them (`reports/sources.md`, *How visible the missed tumours are*). On its own LGG test part it "
+           "partly leans on where a slice lies in the volume (`reports/sources.md`, the test part's shortcut checks).",
            "- Axial slices only; no 3-D context; no tumour type or grade; not validated on children.",
            "- The labels are the data set's; no clinical ground truth was checked.", ""]
     (root / "README.md").write_text("\n".join(md))
