@@ -98,9 +98,9 @@ def loso_section(rec: dict, fig_dir: Path) -> list[str]:
         lines.append(f"| {f} | " + " | ".join(pct(v) for v in pick) + " |")
     path = _risk_coverage_png(rec, fig_dir)
     lines += ["", f"![risk-coverage]({path.name})", ""]
-    family_rows = held_out_rows(rec)
-    lines += shortcut_lines(family_rows) + size_lines(family_rows)
     idx, ys, ps, ss = ([v for r in held.values() for v in r[k]] for k in ("idx", "y", "prob", "source"))
+    family_rows = breakdown.rows_by_family(rec, idx, ys, ps, ss)  # the held-out keys are the families
+    lines += shortcut_lines(family_rows) + size_lines(family_rows)
     return lines + contrast_lines(rec, idx, ys, ps, ss, "held-out")
 
 
@@ -168,12 +168,6 @@ def _risk_coverage_png(rec: dict, fig_dir: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def held_out_rows(rec: dict) -> dict[str, list[tuple]]:
-    """Per held-out family, (label, probability, source, metadata row) of each of its images."""
-    return {f: [row for rows in breakdown.rows_by_family(rec, r["idx"], r["y"], r["prob"], r["source"]).values()
-                for row in rows] for f, r in rec["held_out"].items()}
 
 
 def size_lines(family_rows: dict[str, list[tuple]]) -> list[str]:

@@ -24,7 +24,8 @@ Row = tuple  # (label, probability, source name, metadata row dict)
 
 def rows_by_family(rec: dict, idx, y, prob, source) -> dict[str, list[Row]]:
     """The images ``idx`` of run record ``rec`` grouped by source family: (label, probability, source,
-    metadata row) of each; a source without ``metadata.csv`` (or not on this machine) gives empty rows."""
+    metadata row) of each; an image whose source has no ``metadata.csv`` (or is not on this machine) gets an
+    empty metadata row."""
     from bt_core.data.sources import read_metadata
 
     meta = {s["name"]: read_metadata(Path(s["root"])) for s in rec["data"]["sources"] if Path(s["root"]).is_dir()}

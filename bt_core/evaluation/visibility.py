@@ -2,7 +2,7 @@
 
 A crude contrast-to-noise ratio, :func:`tumour_contrast`: the absolute difference between the mean
 intensity inside the mask and the mean of a ring around it (``ring`` pixels wide, default 6, head pixels
-only), divided by the spread (standard deviation) of the head's intensities. 0 means the masked region
+only), divided by the spread (standard deviation) of the head's intensities (tumour included). 0 means the masked region
 has, on average, the brightness of its surroundings; 1 means it differs by one head-wide standard
 deviation. Texture and shape are ignored, so a low value does not prove a tumour invisible, only that
 its brightness does not give it away.
@@ -29,7 +29,7 @@ MIN_PIXELS = 5
 
 
 def tumour_contrast(image, mask, ring: int = 6) -> float:
-    """|mean inside ``mask`` - mean of a ``ring``-pixel ring around it in the head| / std of the head.
+    """|mean inside ``mask`` - mean of a ``ring``-pixel ring around it in the head| / std of head and tumour.
 
     ``image``: a grey slice (any numeric range, 2-D); ``mask``: the same size, tumour where > 0.5 of its
     maximum (0/1 or 0/255 alike). NaN where the mask or the ring has fewer than :data:`MIN_PIXELS` pixels."""
