@@ -13,7 +13,7 @@ from pathlib import Path
 from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
-BALANCE_CHOICES = ("none", "source")
+BALANCE_CHOICES = ("none", "source", "position")
 # patch model: how the head treats a map's style (per-image channel means and scales): keep it, normalise it
 # away (bt_core.models.patch.InstanceNorm) or mix it between the slices of a training batch (patch.MixStyle)
 FEATURE_STYLES = ("keep", "instance", "mixstyle")
@@ -76,7 +76,8 @@ class TrainConfig:
     remap_intensity: float = 0.0  # share of those views whose head takes a random intensity curve (augment.remap_intensity)
     synth_lesions: float = 0.0  # patch model: share of the no-tumour views given a synthetic lesion (bt_core.data.lesions)
     lesion_weight: float = 1.0  # weight of those rows together, as a share of one (source family, class) pair's
-    balance: str = "none"  # "source": every (source family, class) pair weighs the same in training
+    balance: str = "none"  # "source": every (source family, class) pair weighs the same in training;
+    # "position": that, and each class alike along the volume within a family (LGG's tumour slices crowd its middle)
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)

@@ -153,7 +153,8 @@ def _form(folders: list[str]) -> None:
             c1.number_input("Augmented views per training image", *launcher.RANGES["views"], key="train_views",
                             help="`--views K`: K random views (rotations, flips, crops, gamma, bias field, ...).")
             c2.selectbox("Balance", launcher.CHOICES["balance"], key="train_balance",
-                         format_func=lambda b: {"none": "none", "source": "each source family and class alike"}[b])
+                         format_func=lambda b: {"none": "none", "source": "each source family and class alike",
+                                                 "position": "that, and each class alike along the volume"}.get(b, b))
             c3.number_input("Dense layer / patch head width", *launcher.RANGES["dense_units"], key="train_dense")
             c4.number_input("Dropout", *launcher.FLOAT_RANGES["dropout"], step=0.05, key="train_dropout")
             c1, c2, c3, c4 = st.columns(4)

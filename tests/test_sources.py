@@ -123,7 +123,7 @@ def test_protocol_on_several_sources_records_sources_and_trains_the_patch_model(
     ds = sources.load_sources(specs, size=64)
     masks = sources.load_masks(ds, specs)
     cfg = TrainConfig(model="patch", backbone_weights=None, epochs=2, batch_size=8, lr=1e-3, image_size=64,
-                      folds=2, test_size=0.25, views=1, balance="source", dropout=0.0)
+                      folds=2, test_size=0.25, views=1, balance="position", dropout=0.0)
     model, record = training.run_protocol(cfg, ds, "cv", masks=masks)
     assert {s["name"] for s in record["data"]["sources"]} == {"lgg_flair", "ixi_t1"}
     assert len(record["test"]["source"]) == len(record["test"]["y"])
@@ -244,3 +244,34 @@ def test_fold_refusals_fit_without_the_held_out_family_and_flag_what_is_unlike_t
     assert out["a"]["plane"] is not None and out["a"]["plane"].mean() < 0.2
     s = fold_checks.summarise(y[:60], np.where(y[:60] == 1, 0.9, 0.1), fam[:60], np.arange(60) < 30, None)
     assert s["all"]["refused"] == 0.5 and s["all"]["accuracy_accepted"] == 1.0 and s["all"]["plane"] is None
+
+
+def test_slice_positions_run_from_the_lowest_to_the_highest_slice_of_each_patient(tmp_path):
+    lgg = make_source(tmp_path / "lgg_flair", patients=2, per_patient=5)
+    ds = sources.load_sources([str(lgg), str(make_folder(tmp_path / "br35h", n_per_class=3))], size=32)
+    pos = sources.slice_positions(ds)
+    at = {p: q for p, q in zip(ds.paths, pos)}
+    assert at["lgg_flair/no/P0_0.png"] == 0 and at["lgg_flair/yes/P1_4.png"] == 1
+    assert at["lgg_flair/no/P1_2.png"] == pytest.approx(0.5)
+    assert np.isnan(pos[ds.source == 1]).all()  # Br35H: no group slices, no position
+
+
+def test_position_balance_takes_slice_position_out_of_the_label():
+    from bt_core.models.patch_training import position_weights
+
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(size=4000)
+    y = (rng.uniform(size=4000) < np.where((pos > 0.25) & (pos < 0.75), 0.8, 0.1)).astype(int)  # tumours mid-volume
+    fam = np.where(np.arange(4000) < 3000, "lgg", "ixi")
+    y[fam == "ixi"] = 0  # one class only: left alone
+    pos[:10] = np.nan  # unknown position: weight 1
+    w = position_weights(fam, y, pos)
+    assert np.all(w[fam == "ixi"] == 1) and np.all(w[:10] == 1)
+    lgg = (fam == "lgg") & np.isfinite(pos)
+    mid = (pos > 0.25) & (pos < 0.75)
+    share = {c: w[lgg & (y == c) & mid].sum() / w[lgg & (y == c)].sum() for c in (0, 1)}
+    raw = {c: (lgg & (y == c) & mid).sum() / (lgg & (y == c)).sum() for c in (0, 1)}
+    assert raw[1] - raw[0] > 0.5  # before: tumour slices crowd the middle
+    assert share[0] == pytest.approx(share[1], abs=1e-6)  # after: both classes alike along the volume
+    for c in (0, 1):  # each class keeps its total weight
+        assert w[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())

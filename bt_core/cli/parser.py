@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bt_core.config import PRECISION_CHOICES
+from bt_core.config import BALANCE_CHOICES, PRECISION_CHOICES
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -33,8 +33,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="patch model: draw a synthetic lesion (with its mask) into this share of the no-tumour views")
     p.add_argument("--lesion-weight", type=float, default=d.lesion_weight, metavar="W",
                    help="patch model: the drawn lesions weigh W times one (source family, class) pair (with --balance source)")
-    p.add_argument("--balance", default=d.balance, choices=("none", "source"),
-                   help="source: every (source family, class) pair weighs the same in training")
+    p.add_argument("--balance", default=d.balance, choices=BALANCE_CHOICES,
+                   help="source: every (source family, class) pair weighs the same in training; position: that, and each "
+                        "class alike along the volume within a family (slice position cannot predict the label)")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")
     p.add_argument("--mask-weight", type=float, default=d.mask_weight,
                    help="patch model: weight of the per-cell loss on the expert tumour masks")

@@ -157,6 +157,22 @@ def group_ids(ds: folders.Dataset) -> np.ndarray | None:
     return np.unique(np.asarray(ds.groups), return_inverse=True)[1].astype(np.int64)
 
 
+def slice_positions(ds: folders.Dataset) -> np.ndarray:
+    """(N,) float: each image's place in its patient's volume, 0 (lowest slice) to 1 (highest), from its group
+    and metadata's ``slice``; NaN where either is missing (Br35H) or the group has one slice only."""
+    out = np.full(len(ds), np.nan)
+    slices = ds.meta.get("slice")
+    if ds.groups is None or not slices:
+        return out
+    num = np.asarray([float(v) if str(v).strip() else np.nan for v in slices])
+    groups = np.asarray(ds.groups)
+    for g in np.unique(groups):
+        sel = (groups == g) & np.isfinite(num)
+        if sel.sum() > 1 and np.ptp(num[sel]) > 0:
+            out[sel] = (num[sel] - num[sel].min()) / np.ptp(num[sel])
+    return out
+
+
 def subset(ds: folders.Dataset, idx) -> folders.Dataset:
     """The images ``idx`` of a data set, with their sources, groups and metadata."""
     idx = np.asarray(idx, np.int64)

@@ -12,7 +12,8 @@ the map beside its difference from the mirror's (:class:`bt_core.models.patch.As
 blocks train, they run on both cached arrays in every step.
 
 Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
-give every (source family, class) pair the same share (``balance="source"``), batch 32, Adam 3e-4,
+give every (source family, class) pair the same share (``balance="source"``; ``"position"`` also takes slice
+position out of the label within a family, :func:`position_weights`), batch 32, Adam 3e-4,
 mask-loss weight 1. Cell targets come from the expert masks (:func:`bt_core.data.sources.load_masks`).
 With ``synth_lesions`` P, a share P of the views of no-tumour images carry a drawn lesion
 (:mod:`bt_core.data.lesions`) and train as tumours with its mask; together they weigh ``lesion_weight``
@@ -27,7 +28,7 @@ import keras
 import numpy as np
 
 from bt_core.config import TrainConfig
-from bt_core.data import augment, folders, lesions, prepare
+from bt_core.data import augment, folders, lesions, prepare, sources
 from bt_core.models import patch
 
 Progress = Callable[[dict], None]
@@ -39,6 +40,29 @@ def balance_weights(keys: np.ndarray) -> np.ndarray:
     _, inv, counts = np.unique(np.asarray(keys).astype(str), return_inverse=True, return_counts=True)
     w = 1.0 / counts[inv]
     return w / w.mean()
+
+
+def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarray, bins: int = 4) -> np.ndarray:
+    """Weights that take slice position out of the label within each family with positions and both classes.
+
+    Each class's rows in position quarter ``b`` weigh ``target(b) / p(b | class)``, where ``target`` is the mean of
+    the two classes' position distributions: both classes then lie alike along the volume (LGG's tumour slices
+    crowd its middle) and each class keeps its total weight. Rows without a position (NaN) weigh 1."""
+    w = np.ones(len(labels))
+    family, labels, position = np.asarray(family), np.asarray(labels), np.asarray(position, float)
+    known = np.isfinite(position)
+    where = np.minimum(bins - 1, (np.where(known, position, 0) * bins).astype(int))
+    for f in np.unique(family[known]):
+        in_f = known & (family == f)
+        if len(np.unique(labels[in_f])) < 2:
+            continue
+        share = {c: np.bincount(where[in_f & (labels == c)], minlength=bins) / (in_f & (labels == c)).sum()
+                 for c in np.unique(labels[in_f])}
+        target = np.mean(list(share.values()), axis=0)
+        for c, p in share.items():
+            sel = in_f & (labels == c)
+            w[sel] = target[where[sel]] / p[where[sel]]
+    return w
 
 
 def draw_rows(rows: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,6 +130,8 @@ class PatchTrainer:
         keys = np.char.add(np.char.add(fam[self.source].astype(str), "|"), ds.labels[self.source].astype(str))
         self.keys = keys.astype(object)  # any length: a family name may be shorter than SYNTHETIC
         self.keys[drawn] = SYNTHETIC  # drawn lesions weigh as one more (source, class) pair, times lesion_weight
+        self.family = fam[self.source]
+        self.position = np.where(drawn, np.nan, sources.slice_positions(ds)[self.source])  # place in the volume
 
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
@@ -174,9 +200,13 @@ class PatchTrainer:
 
     def row_weights(self, rows) -> np.ndarray:
         """Sampling weights of ``rows``: every (source family, class) pair alike with ``balance="source"``,
+        and with ``"position"`` each class alike along the volume within it too (:func:`position_weights`);
         the drawn lesions ``lesion_weight`` times that."""
-        keys = self.keys[np.asarray(rows)]
-        w = balance_weights(keys) if self.cfg.balance == "source" else np.ones(len(keys))
+        rows = np.asarray(rows)
+        keys = self.keys[rows]
+        w = balance_weights(keys) if self.cfg.balance in ("source", "position") else np.ones(len(keys))
+        if self.cfg.balance == "position":
+            w = w * position_weights(self.family[rows], self.labels[rows], self.position[rows])
         return np.where(keys == SYNTHETIC, w * self.cfg.lesion_weight, w)
 
     def fit(self, idx, stage: str = "fit", val_idx=None):

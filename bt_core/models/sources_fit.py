@@ -7,7 +7,7 @@ Used by :mod:`bt_core.models.training` (the protocol) and :mod:`bt_core.models.l
 - :func:`views`: ``TrainConfig.views`` augmented views of every image (:mod:`bt_core.data.augment`) as
   extra training rows, in the form ``bt_core.models.training._train_set`` takes;
 - :func:`balance`: sample weights that give every (source family, class) pair the same weight
-  (``TrainConfig.balance="source"``); :func:`no_masks`: empty masks for the patch model.
+  (``TrainConfig.balance="source"``; ``"position"`` also evens each class along the volume); :func:`no_masks`: empty masks for the patch model.
 """
 from __future__ import annotations
 
@@ -58,11 +58,14 @@ def views(cfg: TrainConfig, ds: data_mod.Dataset, progress):
 
 def balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
     """Sample weights of the training rows of images ``idx`` (views follow their image), or None."""
-    if cfg.balance != "source":
+    if cfg.balance not in ("source", "position"):
         return None
-    from bt_core.models.patch_training import balance_weights
+    from bt_core.data.sources import slice_positions
+    from bt_core.models.patch_training import balance_weights, position_weights
 
     idx = np.asarray(idx)
     n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or views(...) in run_protocol
     rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
-    return balance_weights(np.char.add(ds.family_of()[rows].astype(str), ds.labels[rows].astype(str)))
+    fam, y = ds.family_of()[rows].astype(str), ds.labels[rows]
+    w = balance_weights(np.char.add(fam, y.astype(str)))
+    return w * position_weights(fam, y, slice_positions(ds)[rows]) if cfg.balance == "position" else w
