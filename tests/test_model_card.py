@@ -35,3 +35,20 @@ def test_refusal_sentence_compares_accepted_with_all_on_unseen_sources():
     text = card.refusal_sentence(lo)
     assert "refuse 5 to 50%" in text and "is 75 to 75%" in text and "against 70 to 80%" in text
     assert "not been judged" in card.refusal_sentence({"id": "y", "held_out": {}})
+
+
+def test_position_sentence_reads_the_lgg_test_part_by_slice_position(tmp_path):
+    src = tmp_path / "lgg_flair"
+    src.mkdir()
+    rows = ["file,label,group,slice"] + [f"{c}/P_{s}.png,{c},P,{s}" for c in ("no", "yes") for s in range(8)]
+    (src / "metadata.csv").write_text("\n".join(rows) + "\n")
+    paths = [f"lgg_flair/{r.split(',')[0]}" for r in rows[1:]]
+    y = [0] * 8 + [1] * 8
+    # no-tumour slices: wrong in the middle half (slices 2-5), right at the edges; tumour slices all right
+    prob = [0.9 if 2 <= s <= 5 else 0.1 for s in range(8)] + [0.9] * 8
+    rec = {"config": {"balance": "position"}, "data": {"paths": paths, "sources": [{"name": "lgg_flair", "root": str(src)}]},
+           "test": {"idx": list(range(16)), "y": y, "prob": prob, "source": ["lgg_flair"] * 16}}
+    text = card.position_sentence(rec)
+    assert "no-tumour slices in the middle half of a volume are right 0.00% of the time, at the top and bottom 100.00%" in text
+    assert "--balance position" in text
+    assert card.position_sentence({**rec, "data": {"paths": paths, "sources": []}}) == ""  # no metadata: nothing to say

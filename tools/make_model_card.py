@@ -158,6 +158,25 @@ def refusal_sentence(lo: dict | None) -> str:
             "training data, they do not pick out the wrong answers.")
 
 
+def position_sentence(rec: dict) -> str:
+    """What the model's own LGG test part says about slice position (``breakdown.shortcut_splits``), or ""."""
+    from bt_core.evaluation import breakdown
+
+    t = rec["test"]
+    rows = breakdown.rows_by_family(rec, t["idx"], t["y"], t["prob"], t["source"]).get("lgg")
+    acc = {(r["split"], r["part"]): r["accuracy"] for r in breakdown.shortcut_splits({"lgg": rows or []})}
+    parts = []
+    for cls in ("no tumour", "tumour"):
+        mid, edge = acc.get((f"slice position, {cls}", breakdown.MIDDLE)), acc.get((f"slice position, {cls}", breakdown.EDGE))
+        if mid is not None and edge is not None:
+            parts.append(f"its {cls.replace(' ', '-')} slices in the middle half of a volume are right {pct(mid)} of the time, at the top "
+                         f"and bottom {pct(edge)}")
+    trained = "trained with slice position balanced out of the label (`--balance position`); " \
+        if rec["config"].get("balance") == "position" else ""
+    return (" On its own LGG test part (" + trained + "`reports/sources.md`, the test part's shortcut checks) "
+            + "; ".join(parts) + ".") if parts else ""
+
+
 def paper_cnn_line(root: Path) -> str:
     """The paper-exact CNN on the same split, if such a run is in the registry."""
     for folder in sorted(root.glob("*/run.json")):
@@ -227,8 +246,7 @@ def main() -> None:
               if recs["transfer"]["config"].get("degrade_copies") else ""),
            "- Low-grade gliomas on T1 and T1+Gd: the LGG labels come from masks drawn on FLAIR, and on the T1 "
            "sequences most of those tumours barely stand out from the tissue around them; held out, the model misses "
-           "most of them (`reports/sources.md`, *How visible the missed tumours are*). On its own LGG test part it "
-           "partly leans on where a slice lies in the volume (`reports/sources.md`, the test part's shortcut checks).",
+           "most of them (`reports/sources.md`, *How visible the missed tumours are*)." + position_sentence(recs["transfer"]),
            "- Axial slices only; no 3-D context; no tumour type or grade; not validated on children.",
            "- The labels are the data set's; no clinical ground truth was checked.", ""]
     (root / "README.md").write_text("\n".join(md))
