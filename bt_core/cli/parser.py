@@ -32,7 +32,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-lesions", type=float, default=d.synth_lesions, metavar="P",
                    help="patch model: draw a synthetic lesion (with its mask) into this share of the no-tumour views")
     p.add_argument("--lesion-weight", type=float, default=d.lesion_weight, metavar="W",
-                   help="patch model: the drawn lesions weigh W times one (source family, class) pair (with --balance source)")
+                   help="patch model: the drawn lesions weigh W times one (source family, class) pair (with --balance source or position)")
     p.add_argument("--balance", default=d.balance, choices=BALANCE_CHOICES,
                    help="source: every (source family, class) pair weighs the same in training; position: that, and each "
                         "class alike along the volume within a family (slice position cannot predict the label)")

@@ -158,7 +158,7 @@ def group_ids(ds: folders.Dataset) -> np.ndarray | None:
 
 
 def slice_positions(ds: folders.Dataset) -> np.ndarray:
-    """(N,) float: each image's place in its patient's volume, 0 (lowest slice) to 1 (highest), from its group
+    """(N,) float: each image's place in its patient's volume, 0 (lowest slice number) to 1 (highest), from its group
     and metadata's ``slice``; NaN where either is missing (Br35H) or the group has one slice only."""
     out = np.full(len(ds), np.nan)
     slices = ds.meta.get("slice")
