@@ -157,20 +157,25 @@ def group_ids(ds: folders.Dataset) -> np.ndarray | None:
     return np.unique(np.asarray(ds.groups), return_inverse=True)[1].astype(np.int64)
 
 
-def slice_positions(ds: folders.Dataset) -> np.ndarray:
-    """(N,) float: each image's place in its patient's volume, 0 (lowest slice number) to 1 (highest), from its group
-    and metadata's ``slice``; NaN where either is missing (Br35H) or the group has one slice only."""
-    out = np.full(len(ds), np.nan)
-    slices = ds.meta.get("slice")
-    if ds.groups is None or not slices:
-        return out
-    num = np.asarray([float(v) if str(v).strip() else np.nan for v in slices])
-    groups = np.asarray(ds.groups)
-    for g in np.unique(groups):
+def volume_positions(groups, slices) -> np.ndarray:
+    """(N,) float: each slice's place in its group's volume, 0 (lowest slice number) to 1 (highest); NaN where
+    its group or slice number is missing (``None`` or blank) or its group spans one slice number only."""
+    num = np.asarray([float(v) if v is not None and str(v).strip() else np.nan for v in slices])
+    groups = np.asarray([g if g is not None else "" for g in groups], dtype=object)
+    out = np.full(len(num), np.nan)
+    for g in set(groups.tolist()) - {""}:
         sel = (groups == g) & np.isfinite(num)
         if sel.sum() > 1 and np.ptp(num[sel]) > 0:
             out[sel] = (num[sel] - num[sel].min()) / np.ptp(num[sel])
     return out
+
+
+def slice_positions(ds: folders.Dataset) -> np.ndarray:
+    """:func:`volume_positions` of a data set's images (its patients' groups and metadata's ``slice``); all NaN
+    without them (Br35H)."""
+    if ds.groups is None or not ds.meta.get("slice"):
+        return np.full(len(ds), np.nan)
+    return volume_positions(ds.groups, ds.meta["slice"])
 
 
 def subset(ds: folders.Dataset, idx) -> folders.Dataset:

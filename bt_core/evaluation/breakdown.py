@@ -43,20 +43,12 @@ def _accuracy(sel, threshold):
 
 
 def position_of(rows: list[Row]) -> list[float | None]:
-    """Each row's place in its patient's volume, 0 (first slice) to 1 (last), from ``group`` and ``slice``."""
-    span: dict = {}
-    for *_, m in rows:
-        if m.get("group") is not None:
-            span.setdefault(m["group"], []).append(int(m.get("slice") or 0))
-    out = []
-    for *_, m in rows:
-        g = m.get("group")
-        if g not in span:
-            out.append(None)
-            continue
-        lo, hi = min(span[g]), max(span[g])
-        out.append((int(m.get("slice") or 0) - lo) / max(1, hi - lo))
-    return out
+    """Each row's place in its patient's volume, 0 (first slice) to 1 (last), from ``group`` and ``slice``
+    (:func:`bt_core.data.sources.volume_positions`); None where unknown."""
+    from bt_core.data.sources import volume_positions
+
+    pos = volume_positions([m.get("group") for *_, m in rows], [m.get("slice") for *_, m in rows])
+    return [None if np.isnan(q) else float(q) for q in pos]
 
 
 def shortcut_splits(family_rows: dict[str, list[Row]], threshold: float = 0.5) -> list[dict]:

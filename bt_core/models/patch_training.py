@@ -131,7 +131,8 @@ class PatchTrainer:
         self.keys = keys.astype(object)  # any length: a family name may be shorter than SYNTHETIC
         self.keys[drawn] = SYNTHETIC  # drawn lesions weigh as one more (source, class) pair, times lesion_weight
         self.family = fam[self.source]
-        self.position = np.where(drawn, np.nan, sources.slice_positions(ds)[self.source])  # place in the volume
+        self.position = (np.where(drawn, np.nan, sources.slice_positions(ds)[self.source])  # place in the volume
+                         if cfg.balance == "position" else None)
 
     def _activations(self, imgs: np.ndarray, tag: str = "") -> np.ndarray:
         cfg = self.cfg
