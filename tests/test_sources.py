@@ -208,7 +208,7 @@ def test_calibrated_patch_run_names_the_plane_and_abstains_with_a_reason(tmp_pat
 
 
 def test_balanced_draws_hold_for_a_training_set_smaller_than_an_epoch():
-    from bt_core.models.patch_training import balance_weights, draw_rows
+    from bt_core.models.sampling import balance_weights, draw_rows
 
     keys = np.array(["a|0"] * 90 + ["b|0"] * 10)
     rows, w = np.arange(100), balance_weights(keys)
@@ -257,7 +257,7 @@ def test_slice_positions_run_from_the_lowest_to_the_highest_slice_of_each_patien
 
 
 def test_position_balance_takes_slice_position_out_of_the_label():
-    from bt_core.models.patch_training import position_weights
+    from bt_core.models.sampling import position_weights, sample_weights
 
     rng = np.random.default_rng(0)
     pos = rng.uniform(size=4000)
@@ -275,3 +275,9 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     assert share[0] == pytest.approx(share[1], abs=1e-6)  # after: both classes alike along the volume
     for c in (0, 1):  # each class keeps its total weight
         assert w[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())
+    # what TrainConfig.balance asks for: "source" evens the (family, class) pairs, "position" that times w
+    src = sample_weights("source", fam, y)
+    pairs = {(f, c): src[(fam == f) & (y == c)].sum() for f, c in {(f, c) for f, c in zip(fam, y)}}
+    assert np.allclose(list(pairs.values()), len(y) / len(pairs))
+    assert np.allclose(sample_weights("position", fam, y, pos), src * w)
+    assert np.all(sample_weights("none", fam, y) == 1)

@@ -6,6 +6,7 @@
 - :mod:`~bt_core.models.patch`, :mod:`~bt_core.models.patch_training`: the patch model (cells scored, masks as
   a training signal) and its fast training on cached activations.
 - :mod:`~bt_core.models.sources_fit`: several sources in training (strata, per-source figures, views, balance).
+- :mod:`~bt_core.models.sampling`: sampling weights (per source family and class, per slice position) and draws.
 - :mod:`~bt_core.models.loso`: leave-one-source-out.
 - :mod:`~bt_core.models.runtime`: the machine a run ran on (for its record) and the Keras dtype policy.
 - :mod:`~bt_core.models.distribute`: data parallel training and folds in parallel across GPUs.

@@ -13,7 +13,7 @@ blocks train, they run on both cached arrays in every step.
 
 Defaults (``TrainConfig``): 8 epochs of ``samples_per_epoch`` (12000) rows drawn with weights that
 give every (source family, class) pair the same share (``balance="source"``; ``"position"`` also takes slice
-position out of the label within a family, :func:`position_weights`), batch 32, Adam 3e-4,
+position out of the label within a family, :mod:`bt_core.models.sampling`), batch 32, Adam 3e-4,
 mask-loss weight 1. Cell targets come from the expert masks (:func:`bt_core.data.sources.load_masks`).
 With ``synth_lesions`` P, a share P of the views of no-tumour images carry a drawn lesion
 (:mod:`bt_core.data.lesions`) and train as tumours with its mask; together they weigh ``lesion_weight``
@@ -29,51 +29,10 @@ import numpy as np
 
 from bt_core.config import TrainConfig
 from bt_core.data import augment, folders, lesions, prepare, sources
-from bt_core.models import patch
+from bt_core.models import patch, sampling
 
 Progress = Callable[[dict], None]
 SYNTHETIC = "synthetic|1"  # the balance key of the views with a drawn lesion (bt_core.data.lesions)
-
-
-def balance_weights(keys: np.ndarray) -> np.ndarray:
-    """Weights (mean 1) that give every distinct key (e.g. "family|class") the same total weight."""
-    _, inv, counts = np.unique(np.asarray(keys).astype(str), return_inverse=True, return_counts=True)
-    w = 1.0 / counts[inv]
-    return w / w.mean()
-
-
-def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarray, bins: int = 4) -> np.ndarray:
-    """Weights that take slice position out of the label within each family with positions and both classes.
-
-    Each class's rows in position quarter ``b`` weigh ``target(b) / p(b | class)``, where ``target`` is the mean of
-    the two classes' position distributions: both classes then lie alike along the volume (LGG's tumour slices
-    crowd its middle) and each class keeps its total weight. Rows without a position (NaN) weigh 1."""
-    w = np.ones(len(labels))
-    family, labels, position = np.asarray(family), np.asarray(labels), np.asarray(position, float)
-    known = np.isfinite(position)
-    where = np.minimum(bins - 1, (np.where(known, position, 0) * bins).astype(int))
-    for f in np.unique(family[known]):
-        in_f = known & (family == f)
-        if len(np.unique(labels[in_f])) < 2:
-            continue
-        share = {c: np.bincount(where[in_f & (labels == c)], minlength=bins) / (in_f & (labels == c)).sum()
-                 for c in np.unique(labels[in_f])}
-        target = np.mean(list(share.values()), axis=0)
-        for c, p in share.items():
-            sel = in_f & (labels == c)
-            w[sel] = target[where[sel]] / p[where[sel]]
-    return w
-
-
-def draw_rows(rows: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """One epoch's rows: ``n`` (0: as many as there are) drawn with probabilities ``w``, sorted.
-
-    Fewer than there are: without replacement. As many or more: with replacement when the weights are
-    not all equal, since drawing every row once would ignore them (the balance of a small training set)."""
-    n = int(n) or len(rows)
-    weighted = not np.allclose(w, w[0])
-    replace = n > len(rows) or (n == len(rows) and weighted)
-    return np.sort(rng.choice(rows, n, replace=replace, p=w / w.sum()))
 
 
 def cell_targets(masks: np.ndarray, has_mask: np.ndarray, cells: int) -> np.ndarray:
@@ -201,13 +160,12 @@ class PatchTrainer:
 
     def row_weights(self, rows) -> np.ndarray:
         """Sampling weights of ``rows``: every (source family, class) pair alike with ``balance="source"``,
-        and with ``"position"`` each class alike along the volume within it too (:func:`position_weights`);
+        and with ``"position"`` each class alike along the volume within it too (:func:`bt_core.models.sampling.position_weights`);
         the drawn lesions ``lesion_weight`` times that."""
         rows = np.asarray(rows)
         keys = self.keys[rows]
-        w = balance_weights(keys) if self.cfg.balance in ("source", "position") else np.ones(len(keys))
-        if self.cfg.balance == "position":
-            w = w * position_weights(self.family[rows], self.labels[rows], self.position[rows])
+        w = sampling.sample_weights(self.cfg.balance, self.family[rows], self.labels[rows],
+                                    None if self.position is None else self.position[rows], keys=keys)
         return np.where(keys == SYNTHETIC, w * self.cfg.lesion_weight, w)
 
     def fit(self, idx, stage: str = "fit", val_idx=None):
@@ -224,7 +182,7 @@ class PatchTrainer:
         hist: dict[str, list] = {}
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
-            r = draw_rows(rows, w, cfg.samples_per_epoch, rng)
+            r = sampling.draw_rows(rows, w, cfg.samples_per_epoch, rng)
             n = len(r)
             h = upper.fit(self.inputs(r), {"prob": y[r], "patch_logit": self.targets[r]},
                           batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)

@@ -61,11 +61,10 @@ def balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
     if cfg.balance not in ("source", "position"):
         return None
     from bt_core.data.sources import slice_positions
-    from bt_core.models.patch_training import balance_weights, position_weights
+    from bt_core.models.sampling import sample_weights
 
     idx = np.asarray(idx)
     n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or views(...) in run_protocol
     rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
-    fam, y = ds.family_of()[rows].astype(str), ds.labels[rows]
-    w = balance_weights(np.char.add(fam, y.astype(str)))
-    return w * position_weights(fam, y, slice_positions(ds)[rows]) if cfg.balance == "position" else w
+    position = slice_positions(ds)[rows] if cfg.balance == "position" else None
+    return sample_weights(cfg.balance, ds.family_of()[rows], ds.labels[rows], position)
