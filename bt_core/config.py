@@ -78,6 +78,7 @@ class TrainConfig:
     lesion_weight: float = 1.0  # weight of those rows together, as a share of one (source family, class) pair's
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training;
     # "position": that, and each class alike along the volume within a family (LGG's tumour slices crowd its middle)
+    position_strength: float = 1.0  # with balance "position": 1 the full position balance, below 1 part of the way
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)
@@ -119,6 +120,8 @@ class TrainConfig:
             (self.synth_lesions == 0.0 or (self.views > 0 and self.model == "patch"),
              "synth_lesions needs the patch model and views (it is a share of the no-tumour views)"),
             (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),
+            (0.0 < self.position_strength <= 1.0, "position strength must lie in (0, 1]"),
+            (self.position_strength == 1.0 or self.balance == "position", "position strength needs --balance position"),
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),
             (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),

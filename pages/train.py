@@ -66,7 +66,8 @@ FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "tr
              "dense_units": "train_dense", "dropout": "train_dropout", "samples_per_epoch": "train_samples",
              "mask_weight": "train_mask_weight", "freeze_backbone": "train_freeze", "head_depth": "train_head_depth",
              "strip_skull": "train_strip", "symmetry": "train_symmetry",
-             "synth_lesions": "train_lesions", "lesion_weight": "train_lesion_weight"}
+             "synth_lesions": "train_lesions", "lesion_weight": "train_lesion_weight",
+             "position_strength": "train_position_strength"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -167,6 +168,10 @@ def _form(folders: list[str]) -> None:
             c1, c2, c3 = st.columns(3)
             c1.number_input("Share of the views skull-stripped", *launcher.FLOAT_RANGES["strip_skull"], step=0.1,
                             key="train_strip", help="`--strip-skull P`: views that look like skull-stripped scans (BraTS).")
+            c1.number_input("Strength of the position balance", *launcher.FLOAT_RANGES["position_strength"], step=0.25,
+                            key="train_position_strength",
+                            help="`--position-strength S` (with balance along the volume): 1 evens the classes fully, "
+                                 "below 1 part of the way.")
             c3.number_input("Patch: share of no-tumour views with a synthetic lesion",
                             *launcher.FLOAT_RANGES["synth_lesions"], step=0.1, key="train_lesions",
                             help="`--synth-lesions P`: tumour-like lesions of any size, with exact masks.")

@@ -161,9 +161,9 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     from bt_core import runs
 
     cfg = {"model": "patch", "epochs": 8, "lr": 3e-4, "seed": 1, "image_size": 128, "preprocess": "percentile",
-           "dropout": 0.3, "dense_units": 128, "views": 1, "balance": "source", "samples_per_epoch": 12000,
+           "dropout": 0.3, "dense_units": 128, "views": 1, "balance": "position", "samples_per_epoch": 12000,
            "mask_weight": 2.0, "freeze_backbone": True, "head_depth": 2, "strip_skull": 0.5, "symmetry": True,
-           "synth_lesions": 0.25, "lesion_weight": 0.3}
+           "synth_lesions": 0.25, "lesion_weight": 0.3, "position_strength": 0.5}
     runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-patch")
     (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-patch"}))
     monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
@@ -174,7 +174,7 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     (name,) = [o for o in at.selectbox(key="train_recipe").options if "shipped-patch" in o]
     at.selectbox(key="train_recipe").set_value(name).run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="train_model").value == "patch" and at.selectbox(key="train_balance").value == "source"
+    assert at.selectbox(key="train_model").value == "patch" and at.selectbox(key="train_balance").value == "position"
     assert [at.number_input(key=k).value for k in ("train_views", "train_dense", "train_samples", "train_head_depth")] == [
         1, 128, 12000, 2]
     assert at.number_input(key="train_dropout").value == pytest.approx(0.3)
@@ -182,10 +182,11 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.number_input(key="train_strip").value == pytest.approx(0.5) and at.checkbox(key="train_symmetry").value
     assert at.number_input(key="train_lesions").value == pytest.approx(0.25)
     assert at.number_input(key="train_lesion_weight").value == pytest.approx(0.3)
+    assert at.number_input(key="train_position_strength").value == pytest.approx(0.5)
     at.button(key="train_preview").click().run()
     assert not at.exception and not at.error, texts(at)
     command = at.code[0].value
-    for part in ("--model patch", "--views 1", "--balance source", "--dense-units 128", "--dropout 0.3",
+    for part in ("--model patch", "--views 1", "--balance position", "--position-strength 0.5", "--dense-units 128", "--dropout 0.3",
                  "--samples-per-epoch 12000", "--mask-weight 2.0", "--head-depth 2", "--freeze-backbone",
                  "--strip-skull 0.5", "--synth-lesions 0.25", "--lesion-weight 0.3", "--symmetry"):
         assert part in command, (part, command)
@@ -204,6 +205,7 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.checkbox(key="train_symmetry").value is False and at.number_input(key="train_strip").value == 0
     assert at.number_input(key="train_lesions").value == 0
     assert at.number_input(key="train_lesion_weight").value == pytest.approx(1.0)
+    assert at.number_input(key="train_position_strength").value == pytest.approx(1.0)
 
 
 def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch):

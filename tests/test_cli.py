@@ -81,6 +81,7 @@ def test_predict_exits_2_with_one_stderr_line_for_each_bad_input(tmp_path):
     (["audit", "--data", "/no/such/folder"], "data folder not found"),
     (["evaluate", "--data", "/no/such/folder", "--model", "/no/run"], "no run found"),
     (["train", "--data", ".", "--epochs", "0"], "epochs"),
+    (["train", "--data", ".", "--position-strength", "0.5"], "position strength needs --balance position"),
 ])
 def test_bad_folders_and_options_are_one_line_errors(argv, words, capsys):
     assert main(argv) == 2

@@ -121,6 +121,8 @@ def test_allowed_roots(tmp_path):
     ({"synth_lesions": 0.5}, "synth lesions apply to the patch model only"),
     ({"synth_lesions": 0.5, "model": "patch", "image_size": 128}, "synth_lesions needs"),
     ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),
+    ({"position_strength": 0.5}, "position strength needs --balance position"),
+    ({"position_strength": 0.0, "balance": "position"}, "position strength must be a number"),
     ({"model": "patch", "image_size": 128, "backbone": "resnet50v2"}, "EfficientNet-Lite backbone"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):

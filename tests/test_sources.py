@@ -281,3 +281,22 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     assert np.allclose(list(pairs.values()), len(y) / len(pairs))
     assert np.allclose(sample_weights("position", fam, y, pos), src * w)
     assert np.all(sample_weights("none", fam, y) == 1)
+    # half strength: part of the way (the middle-half shares closer, not equal), each class's total kept
+    half = position_weights(fam, y, pos, strength=0.5)
+    share_half = {c: half[lgg & (y == c) & mid].sum() / half[lgg & (y == c)].sum() for c in (0, 1)}
+    assert 0 < share_half[1] - share_half[0] < raw[1] - raw[0]
+    assert half[lgg].max() < w[lgg].max() and np.all(half[fam == "ixi"] == 1)
+    for c in (0, 1):
+        assert half[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())
+    assert np.allclose(sample_weights("position", fam, y, pos, strength=0.5), src * half)
+
+
+def test_position_strength_needs_the_position_balance():
+    from bt_core.config import TrainConfig
+    from bt_core.errors import ConfigError
+
+    assert TrainConfig(balance="position", position_strength=0.5).validate().position_strength == 0.5
+    for bad in (dict(balance="source", position_strength=0.5), dict(balance="position", position_strength=0.0),
+                dict(balance="position", position_strength=1.5)):
+        with pytest.raises(ConfigError, match="position strength"):
+            TrainConfig(**bad).validate()

@@ -36,6 +36,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", default=d.balance, choices=BALANCE_CHOICES,
                    help="source: every (source family, class) pair weighs the same in training; position: that, and each "
                         "class alike along the volume within a family (slice position cannot predict the label)")
+    p.add_argument("--position-strength", type=float, default=d.position_strength, metavar="S",
+                   help="with --balance position: 1 evens each class along the volume fully, below 1 part of the way "
+                        "(the weights raised to the power S)")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")
     p.add_argument("--mask-weight", type=float, default=d.mask_weight,
                    help="patch model: weight of the per-cell loss on the expert tumour masks")

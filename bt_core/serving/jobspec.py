@@ -2,7 +2,7 @@
 
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
 seed 42) with the leak-free group split, and :class:`bt_core.config.TrainConfig`'s for the options of the
-six-source runs (``views``, ``strip_skull``, ``balance``, ``dense_units``, ``dropout``, and the patch model's
+six-source runs (``views``, ``strip_skull``, ``balance``, ``position_strength``, ``dense_units``, ``dropout``, and the patch model's
 ``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``, ``symmetry``, ``synth_lesions``, ``lesion_weight``), which reach the command line
 only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
 the others. The data is one or more labelled sources: ``data_dir`` and
@@ -34,13 +34,15 @@ RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image
           "head_pool": (0, 16), "degrade_copies": (0, 8), "views": (0, 8), "dense_units": (1, 4096),
           "samples_per_epoch": (0, 10**7), "head_depth": (0, 4)}
 FLOAT_RANGES = {"lr": (1e-6, 0.1), "mask_weight": (0.0, 100.0), "dropout": (0.0, 0.99), "strip_skull": (0.0, 1.0),
-                "synth_lesions": (0.0, 1.0), "lesion_weight": (0.01, 10.0)}  # TrainConfig: dropout < 1
+                "synth_lesions": (0.0, 1.0), "lesion_weight": (0.01, 10.0),
+                "position_strength": (0.05, 1.0)}  # TrainConfig: dropout < 1
 LR_RANGE = FLOAT_RANGES["lr"]
 ALWAYS = ("epochs", "folds", "batch_size", "image_size", "seed", "head_pool", "degrade_copies")  # always on the command
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
 PATCH_ONLY = {k: getattr(_D, k) for k in ("samples_per_epoch", "mask_weight", "freeze_backbone", "head_depth", "symmetry",
                                          "synth_lesions", "lesion_weight")}
-WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "strip_skull", "balance", "dense_units", "dropout")} | PATCH_ONLY
+WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "strip_skull", "balance", "position_strength", "dense_units",
+                                            "dropout")} | PATCH_ONLY
 MODEL_ONLY = {"transfer": TRANSFER_ONLY, "patch": PATCH_ONLY}
 BARE = ("augment", "mirror", "freeze_backbone", "symmetry")  # store_true flags: a bare --flag when true
 PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
@@ -71,6 +73,7 @@ class JobSpec:
     sources_file: str = ""  # a TOML file of [[source]] tables (after validate(): resolved)
     views: int = _D.views  # K random augmented views of each training image (bt_core.data.augment)
     balance: str = _D.balance  # "source": every (source family, class) pair weighs the same
+    position_strength: float = _D.position_strength  # with balance "position": 1 full, below 1 part of the way
     dense_units: int = _D.dense_units  # the dense layer (CNN, transfer) or the patch head's width
     dropout: float = _D.dropout
     samples_per_epoch: int = _D.samples_per_epoch  # patch only: rows drawn per epoch (0: all)
