@@ -14,6 +14,7 @@ from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
 BALANCE_CHOICES = ("none", "source", "position")
+POSITION_REFERENCES = ("both", "tumour")  # TrainConfig.position_reference
 # patch model: how the head treats a map's style (per-image channel means and scales): keep it, normalise it
 # away (bt_core.models.patch.InstanceNorm) or mix it between the slices of a training batch (patch.MixStyle)
 FEATURE_STYLES = ("keep", "instance", "mixstyle")
@@ -79,6 +80,8 @@ class TrainConfig:
     balance: str = "none"  # "source": every (source family, class) pair weighs the same in training;
     # "position": that, and each class alike along the volume within a family (LGG's tumour slices crowd its middle)
     position_strength: float = 1.0  # with balance "position": 1 the full position balance, below 1 part of the way
+    position_reference: str = "both"  # with balance "position": the classes meet at the mean of their position
+    # distributions ("both") or the no-tumour slices move to the tumour slices' ("tumour"), POSITION_REFERENCES
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)
@@ -122,6 +125,10 @@ class TrainConfig:
             (self.balance in BALANCE_CHOICES, f"balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (0.0 < self.position_strength <= 1.0, "position strength must lie in (0, 1]"),
             (self.position_strength == 1.0 or self.balance == "position", "position strength needs --balance position"),
+            (self.position_reference in POSITION_REFERENCES,
+             f"position reference must be one of {', '.join(POSITION_REFERENCES)}"),
+            (self.position_reference == "both" or self.balance == "position",
+             "position reference needs --balance position"),
             (isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 0, "samples per epoch must be >= 0"),
             (0 <= self.mask_weight <= 100, "mask weight must lie between 0 and 100"),
             (isinstance(self.head_depth, int) and 0 <= self.head_depth <= 4, "head depth must be 0 to 4"),

@@ -67,7 +67,7 @@ FORM_KEYS = {"model": "train_model", "backbone": "train_backbone", "epochs": "tr
              "mask_weight": "train_mask_weight", "freeze_backbone": "train_freeze", "head_depth": "train_head_depth",
              "strip_skull": "train_strip", "symmetry": "train_symmetry",
              "synth_lesions": "train_lesions", "lesion_weight": "train_lesion_weight",
-             "position_strength": "train_position_strength"}
+             "position_strength": "train_position_strength", "position_reference": "train_position_reference"}
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=8)
@@ -172,6 +172,11 @@ def _form(folders: list[str]) -> None:
                             key="train_position_strength",
                             help="`--position-strength S` (with balance along the volume): 1 evens the classes fully, "
                                  "below 1 part of the way.")
+            c2.selectbox("Position balance: where the classes meet", launcher.CHOICES["position_reference"],
+                         key="train_position_reference",
+                         format_func=lambda r: {"both": "between the two classes",
+                                                 "tumour": "at the tumour slices (only no-tumour slices move)"}.get(r, r),
+                         help="`--position-reference`: with balance along the volume.")
             c3.number_input("Patch: share of no-tumour views with a synthetic lesion",
                             *launcher.FLOAT_RANGES["synth_lesions"], step=0.1, key="train_lesions",
                             help="`--synth-lesions P`: tumour-like lesions of any size, with exact masks.")

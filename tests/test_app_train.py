@@ -163,7 +163,8 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     cfg = {"model": "patch", "epochs": 8, "lr": 3e-4, "seed": 1, "image_size": 128, "preprocess": "percentile",
            "dropout": 0.3, "dense_units": 128, "views": 1, "balance": "position", "samples_per_epoch": 12000,
            "mask_weight": 2.0, "freeze_backbone": True, "head_depth": 2, "strip_skull": 0.5, "symmetry": True,
-           "synth_lesions": 0.25, "lesion_weight": 0.3, "position_strength": 0.5}
+           "synth_lesions": 0.25, "lesion_weight": 0.3, "position_strength": 0.5,
+           "position_reference": "tumour"}
     runs.save_run({"mode": "cv", "config": cfg}, None, env / "runs", run_id="shipped-patch")
     (env / "runs" / "shipped.json").write_text(json.dumps({"transfer": "shipped-patch"}))
     monkeypatch.setenv("BT_ENABLE_TRAINING", "1")
@@ -183,10 +184,12 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.number_input(key="train_lesions").value == pytest.approx(0.25)
     assert at.number_input(key="train_lesion_weight").value == pytest.approx(0.3)
     assert at.number_input(key="train_position_strength").value == pytest.approx(0.5)
+    assert at.selectbox(key="train_position_reference").value == "tumour"
     at.button(key="train_preview").click().run()
     assert not at.exception and not at.error, texts(at)
     command = at.code[0].value
-    for part in ("--model patch", "--views 1", "--balance position", "--position-strength 0.5", "--dense-units 128", "--dropout 0.3",
+    for part in ("--model patch", "--views 1", "--balance position", "--position-strength 0.5",
+                 "--position-reference tumour", "--dense-units 128", "--dropout 0.3",
                  "--samples-per-epoch 12000", "--mask-weight 2.0", "--head-depth 2", "--freeze-backbone",
                  "--strip-skull 0.5", "--synth-lesions 0.25", "--lesion-weight 0.3", "--symmetry"):
         assert part in command, (part, command)
@@ -206,6 +209,7 @@ def test_the_shipped_patch_recipe_fills_the_six_source_options(env, monkeypatch)
     assert at.number_input(key="train_lesions").value == 0
     assert at.number_input(key="train_lesion_weight").value == pytest.approx(1.0)
     assert at.number_input(key="train_position_strength").value == pytest.approx(1.0)
+    assert at.selectbox(key="train_position_reference").value == "both"
 
 
 def test_transfer_only_options_on_a_cnn_are_refused_in_one_line(env, monkeypatch):

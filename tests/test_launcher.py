@@ -123,6 +123,8 @@ def test_allowed_roots(tmp_path):
     ({"strip_skull": 1.5, "views": 1}, "strip skull"), ({"strip_skull": 0.5}, "strip_skull needs views"),
     ({"position_strength": 0.5}, "position strength needs --balance position"),
     ({"position_strength": 0.0, "balance": "position"}, "position strength must be a number"),
+    ({"position_reference": "tumour"}, "position reference needs --balance position"),
+    ({"position_reference": "edge", "balance": "position"}, "position_reference must be one of"),
     ({"model": "patch", "image_size": 128, "backbone": "resnet50v2"}, "EfficientNet-Lite backbone"),
 ])
 def test_bad_spec_is_a_one_line_config_error(env, change, words):

@@ -289,9 +289,14 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     for c in (0, 1):
         assert half[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())
     assert np.allclose(sample_weights("position", fam, y, pos, strength=0.5), src * half)
+    # the tumour slices as reference: they stay at 1, the no-tumour slices take their position shares
+    tum = position_weights(fam, y, pos, reference="tumour")
+    share_tum = {c: tum[lgg & (y == c) & mid].sum() / tum[lgg & (y == c)].sum() for c in (0, 1)}
+    assert np.all(tum[lgg & (y == 1)] == 1) and share_tum[0] == pytest.approx(raw[1], abs=1e-6)
+    assert tum[lgg & (y == 0)].sum() == pytest.approx((lgg & (y == 0)).sum())
 
 
-def test_position_strength_needs_the_position_balance():
+def test_position_strength_and_reference_need_the_position_balance():
     from bt_core.config import TrainConfig
     from bt_core.errors import ConfigError
 
@@ -299,4 +304,7 @@ def test_position_strength_needs_the_position_balance():
     for bad in (dict(balance="source", position_strength=0.5), dict(balance="position", position_strength=0.0),
                 dict(balance="position", position_strength=1.5)):
         with pytest.raises(ConfigError, match="position strength"):
+            TrainConfig(**bad).validate()
+    for bad in (dict(balance="source", position_reference="tumour"), dict(balance="position", position_reference="x")):
+        with pytest.raises(ConfigError, match="position reference"):
             TrainConfig(**bad).validate()

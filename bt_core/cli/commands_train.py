@@ -27,7 +27,7 @@ def _config(args):
                        test_size=args.test_size, image_size=args.image_size, preprocess=args.preprocess,
                        augment=args.augment, fine_tune_layers=args.fine_tune_layers, fine_tune_from=args.fine_tune_from, head_pool=args.head_pool,
                        pooling=args.pooling, mirror=args.mirror, degrade_copies=args.degrade_copies, precision=args.precision, data_parallel=args.data_parallel,
-                       views=args.views, strip_skull=args.strip_skull, remap_intensity=args.remap_intensity, synth_lesions=args.synth_lesions, lesion_weight=args.lesion_weight, balance=args.balance, position_strength=args.position_strength, samples_per_epoch=args.samples_per_epoch,
+                       views=args.views, strip_skull=args.strip_skull, remap_intensity=args.remap_intensity, synth_lesions=args.synth_lesions, lesion_weight=args.lesion_weight, balance=args.balance, position_strength=args.position_strength, position_reference=args.position_reference, samples_per_epoch=args.samples_per_epoch,
                        mask_weight=args.mask_weight, freeze_backbone=args.freeze_backbone, dropout=args.dropout,
                        head_depth=args.head_depth, dense_units=args.dense_units, symmetry=args.symmetry,
                        feature_style=args.feature_style).validate()

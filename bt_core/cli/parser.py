@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bt_core.config import BALANCE_CHOICES, PRECISION_CHOICES
+from bt_core.config import BALANCE_CHOICES, POSITION_REFERENCES, PRECISION_CHOICES
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position-strength", type=float, default=d.position_strength, metavar="S",
                    help="with --balance position: 1 evens each class along the volume fully, below 1 part of the way "
                         "(the weights raised to the power S)")
+    p.add_argument("--position-reference", default=d.position_reference, choices=POSITION_REFERENCES,
+                   help="with --balance position: both classes meet at the mean of their position distributions "
+                        "(both), or only the no-tumour slices move to the tumour slices' (tumour)")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")
     p.add_argument("--mask-weight", type=float, default=d.mask_weight,
                    help="patch model: weight of the per-cell loss on the expert tumour masks")

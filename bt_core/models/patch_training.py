@@ -166,7 +166,7 @@ class PatchTrainer:
         keys = self.keys[rows]
         w = sampling.sample_weights(self.cfg.balance, self.family[rows], self.labels[rows],
                                     None if self.position is None else self.position[rows], keys=keys,
-                                    strength=self.cfg.position_strength)
+                                    strength=self.cfg.position_strength, reference=self.cfg.position_reference)
         return np.where(keys == SYNTHETIC, w * self.cfg.lesion_weight, w)
 
     def fit(self, idx, stage: str = "fit", val_idx=None):

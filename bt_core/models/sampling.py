@@ -3,7 +3,7 @@
 - :func:`balance_weights`: every distinct key (e.g. "family|class") the same total weight;
 - :func:`position_weights`: within a family with slice positions and both classes (LGG, BraTS), each class
   alike along the volume, so slice position cannot predict the label (4 position bins; ``strength`` 1, the
-  full balance, by default; below 1 part of the way);
+  full balance, by default; below 1 part of the way; ``reference="tumour"``: only the no-tumour slices move);
 - :func:`sample_weights`: what ``TrainConfig.balance`` asks for ("none": all 1; "source": balance weights;
   "position": both), shared by the patch trainer and the CNN's sample weights;
 - :func:`draw_rows`: one epoch's rows drawn with those weights (seeded by the caller's generator).
@@ -21,7 +21,7 @@ def balance_weights(keys: np.ndarray) -> np.ndarray:
 
 
 def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarray, bins: int = 4,
-                     strength: float = 1.0) -> np.ndarray:
+                     strength: float = 1.0, reference: str = "both") -> np.ndarray:
     """Weights that take slice position out of the label within each family with positions and both classes.
 
     Each class's rows in position quarter ``b`` weigh ``target(b) / p(b | class)``, where ``target`` is the mean of
@@ -29,7 +29,9 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
     crowd its middle) and each class keeps its total weight. Rows without a position (NaN) weigh 1.
 
     ``strength`` below 1 tempers it: the weights are raised to that power (then scaled so each class keeps
-    its total), part of the way from no position balance (0) to the full one (1)."""
+    its total), part of the way from no position balance (0) to the full one (1). ``reference="tumour"`` brings
+    the no-tumour slices to the tumour slices' position distribution instead of the mean, and leaves the tumour
+    slices at 1 (no rare edge-of-volume tumour slice is weighted up)."""
     w = np.ones(len(labels))
     family, labels, position = np.asarray(family), np.asarray(labels), np.asarray(position, float)
     known = np.isfinite(position)
@@ -40,7 +42,7 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
             continue
         share = {c: np.bincount(where[in_f & (labels == c)], minlength=bins) / (in_f & (labels == c)).sum()
                  for c in np.unique(labels[in_f])}
-        target = np.mean(list(share.values()), axis=0)
+        target = share[max(share)] if reference == "tumour" else np.mean(list(share.values()), axis=0)
         for c, p in share.items():
             sel = in_f & (labels == c)
             ratio = (target[where[sel]] / p[where[sel]]) ** strength
@@ -48,15 +50,19 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
     return w
 
 
-def sample_weights(balance: str, family, labels, position=None, keys=None, strength: float = 1.0) -> np.ndarray:
+def sample_weights(balance: str, family, labels, position=None, keys=None, strength: float = 1.0,
+                   reference: str = "both") -> np.ndarray:
     """Training weights of rows for ``TrainConfig.balance``: all 1 for "none"; every (family, class) pair alike
     (or every distinct ``keys`` value, when given) for "source"; that times :func:`position_weights` for
-    "position" (``position`` then required: NaN where unknown; ``strength`` as in :func:`position_weights`)."""
+    "position" (``position`` then required: NaN where unknown; ``strength`` and ``reference`` as in
+    :func:`position_weights`)."""
     family, labels = np.asarray(family).astype(str), np.asarray(labels)
     if balance not in ("source", "position"):
         return np.ones(len(labels))
     w = balance_weights(np.char.add(np.char.add(family, "|"), labels.astype(str)) if keys is None else keys)
-    return w * position_weights(family, labels, position, strength=strength) if balance == "position" else w
+    if balance != "position":
+        return w
+    return w * position_weights(family, labels, position, strength=strength, reference=reference)
 
 
 def draw_rows(rows: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

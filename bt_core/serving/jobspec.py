@@ -2,7 +2,7 @@
 
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
 seed 42) with the leak-free group split, and :class:`bt_core.config.TrainConfig`'s for the options of the
-six-source runs (``views``, ``strip_skull``, ``balance``, ``position_strength``, ``dense_units``, ``dropout``, and the patch model's
+six-source runs (``views``, ``strip_skull``, ``balance``, ``position_strength``, ``position_reference``, ``dense_units``, ``dropout``, and the patch model's
 ``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``, ``symmetry``, ``synth_lesions``, ``lesion_weight``), which reach the command line
 only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
 the others. The data is one or more labelled sources: ``data_dir`` and
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from bt_core import runs
-from bt_core.config import (BACKBONES, BALANCE_CHOICES, MODEL_KINDS, POOLING_CHOICES, PREPROCESS_CHOICES, TrainConfig,
-                             SPLIT_KINDS, check_backbone_weights)
+from bt_core.config import (BACKBONES, BALANCE_CHOICES, MODEL_KINDS, POOLING_CHOICES, POSITION_REFERENCES,
+                             PREPROCESS_CHOICES, TrainConfig, SPLIT_KINDS, check_backbone_weights)
 from bt_core.errors import BTError, ConfigError
 from bt_core.serving.data_roots import check_sources
 
@@ -29,7 +29,7 @@ PROGRAM = (sys.executable, "-m", "bt_core")  # the argv prefix; the launcher pas
 CHOICES = {"model": MODEL_KINDS, "backbone": BACKBONES, "split": SPLIT_KINDS, "mode": ("cv", "train"),
            "augment": (False, True), "preprocess": PREPROCESS_CHOICES, "pooling": POOLING_CHOICES,
            "mirror": (False, True), "balance": BALANCE_CHOICES, "freeze_backbone": (False, True),
-           "symmetry": (False, True)}
+           "symmetry": (False, True), "position_reference": POSITION_REFERENCES}
 RANGES = {"epochs": (1, 1000), "folds": (2, 20), "batch_size": (1, 4096), "image_size": (32, 1024), "seed": (0, 2**31),
           "head_pool": (0, 16), "degrade_copies": (0, 8), "views": (0, 8), "dense_units": (1, 4096),
           "samples_per_epoch": (0, 10**7), "head_depth": (0, 4)}
@@ -41,8 +41,8 @@ ALWAYS = ("epochs", "folds", "batch_size", "image_size", "seed", "head_pool", "d
 TRANSFER_ONLY = {"pooling": "avg", "mirror": False}  # options that change a transfer model only, and their defaults
 PATCH_ONLY = {k: getattr(_D, k) for k in ("samples_per_epoch", "mask_weight", "freeze_backbone", "head_depth", "symmetry",
                                          "synth_lesions", "lesion_weight")}
-WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "strip_skull", "balance", "position_strength", "dense_units",
-                                            "dropout")} | PATCH_ONLY
+WHEN_CHANGED = {k: getattr(_D, k) for k in ("views", "strip_skull", "balance", "position_strength",
+                                            "position_reference", "dense_units", "dropout")} | PATCH_ONLY
 MODEL_ONLY = {"transfer": TRANSFER_ONLY, "patch": PATCH_ONLY}
 BARE = ("augment", "mirror", "freeze_backbone", "symmetry")  # store_true flags: a bare --flag when true
 PAPER_RECIPE = "The paper's CNN (240 px, Adam 1e-4)"
@@ -74,6 +74,7 @@ class JobSpec:
     views: int = _D.views  # K random augmented views of each training image (bt_core.data.augment)
     balance: str = _D.balance  # "source": every (source family, class) pair weighs the same
     position_strength: float = _D.position_strength  # with balance "position": 1 full, below 1 part of the way
+    position_reference: str = _D.position_reference  # with balance "position": "both" or "tumour" (TrainConfig)
     dense_units: int = _D.dense_units  # the dense layer (CNN, transfer) or the patch head's width
     dropout: float = _D.dropout
     samples_per_epoch: int = _D.samples_per_epoch  # patch only: rows drawn per epoch (0: all)
