@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bt_core import runs  # noqa: E402
-from bt_core.config import PREPROCESS_CHOICES  # noqa: E402
+from bt_core.config import BALANCE_CHOICES, POSITION_REFERENCES, PREPROCESS_CHOICES  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--behave", default="ok", choices=["ok", "sleep", "stubborn", "crash", "hang_in_save"])
@@ -33,9 +33,10 @@ p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, required=True)
 p.add_argument("--pooling", choices=["avg", "multiscale"])
 for opt in ("--views", "--dense-units", "--samples-per-epoch", "--head-depth"):  # given only when changed
     p.add_argument(opt, type=int)
-for opt in ("--dropout", "--mask-weight", "--strip-skull", "--synth-lesions", "--lesion-weight"):
+for opt in ("--dropout", "--mask-weight", "--strip-skull", "--synth-lesions", "--lesion-weight", "--position-strength"):
     p.add_argument(opt, type=float)
-p.add_argument("--balance", choices=["none", "source"])
+p.add_argument("--balance", choices=BALANCE_CHOICES)
+p.add_argument("--position-reference", choices=POSITION_REFERENCES)
 for opt in ("--augment", "--mirror", "--freeze-backbone", "--symmetry"):
     p.add_argument(opt, action="store_true")
 args = p.parse_args()
