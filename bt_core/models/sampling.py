@@ -42,7 +42,7 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
             continue
         share = {c: np.bincount(where[in_f & (labels == c)], minlength=bins) / (in_f & (labels == c)).sum()
                  for c in np.unique(labels[in_f])}
-        target = share[max(share)] if reference == "tumour" else np.mean(list(share.values()), axis=0)
+        target = share[1] if reference == "tumour" else np.mean(list(share.values()), axis=0)  # 1: tumour
         for c, p in share.items():
             sel = in_f & (labels == c)
             ratio = (target[where[sel]] / p[where[sel]]) ** strength

@@ -2,9 +2,9 @@
 
 JobSpec defaults are the paper's (compact_cnn, 30 epochs, 3 folds, batch 32, 240 px, Adam 1e-4,
 seed 42) with the leak-free group split, and :class:`bt_core.config.TrainConfig`'s for the options of the
-six-source runs (``views``, ``strip_skull``, ``balance``, ``position_strength``, ``position_reference``, ``dense_units``, ``dropout``, and the patch model's
-``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``, ``head_depth``, ``symmetry``, ``synth_lesions``, ``lesion_weight``), which reach the command line
-only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
+six-source runs (``views``, ``strip_skull``, ``balance``, ``position_strength``, ``position_reference``,
+``dense_units``, ``dropout``, and the patch model's ``samples_per_epoch``, ``mask_weight``, ``freeze_backbone``,
+``head_depth``, ``symmetry``, ``synth_lesions``, ``lesion_weight``), which reach the command line only when changed. Options of one model only (``TRANSFER_ONLY``, ``PATCH_ONLY``) must keep their default for
 the others. The data is one or more labelled sources: ``data_dir`` and
 ``data_dirs`` (a ``--data`` option each) and/or ``sources_file`` (``--sources``, a TOML file of
 ``[[source]]`` tables). :meth:`JobSpec.argv` is the child's argument list (``python -m bt_core cv|train
