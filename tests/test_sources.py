@@ -257,6 +257,7 @@ def test_slice_positions_run_from_the_lowest_to_the_highest_slice_of_each_patien
 
 
 def test_position_balance_takes_slice_position_out_of_the_label():
+    from bt_core.config import TrainConfig
     from bt_core.models.sampling import position_weights, sample_weights
 
     rng = np.random.default_rng(0)
@@ -276,11 +277,11 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     for c in (0, 1):  # each class keeps its total weight
         assert w[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())
     # what TrainConfig.balance asks for: "source" evens the (family, class) pairs, "position" that times w
-    src = sample_weights("source", fam, y)
+    src = sample_weights(TrainConfig(balance="source"), fam, y)
     pairs = {(f, c): src[(fam == f) & (y == c)].sum() for f, c in {(f, c) for f, c in zip(fam, y)}}
     assert np.allclose(list(pairs.values()), len(y) / len(pairs))
-    assert np.allclose(sample_weights("position", fam, y, pos), src * w)
-    assert np.all(sample_weights("none", fam, y) == 1)
+    assert np.allclose(sample_weights(TrainConfig(balance="position"), fam, y, pos), src * w)
+    assert np.all(sample_weights(TrainConfig(balance="none"), fam, y) == 1)
     # half strength: part of the way (the middle-half shares closer, not equal), each class's total kept
     half = position_weights(fam, y, pos, strength=0.5)
     share_half = {c: half[lgg & (y == c) & mid].sum() / half[lgg & (y == c)].sum() for c in (0, 1)}
@@ -288,12 +289,13 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     assert half[lgg].max() < w[lgg].max() and np.all(half[fam == "ixi"] == 1)
     for c in (0, 1):
         assert half[lgg & (y == c)].sum() == pytest.approx((lgg & (y == c)).sum())
-    assert np.allclose(sample_weights("position", fam, y, pos, strength=0.5), src * half)
+    assert np.allclose(sample_weights(TrainConfig(balance="position", position_strength=0.5), fam, y, pos), src * half)
     # the tumour slices as reference: they stay at 1, the no-tumour slices take their position shares
     tum = position_weights(fam, y, pos, reference="tumour")
     share_tum = {c: tum[lgg & (y == c) & mid].sum() / tum[lgg & (y == c)].sum() for c in (0, 1)}
     assert np.all(tum[lgg & (y == 1)] == 1) and share_tum[0] == pytest.approx(raw[1], abs=1e-6)
     assert tum[lgg & (y == 0)].sum() == pytest.approx((lgg & (y == 0)).sum())
+    assert np.allclose(sample_weights(TrainConfig(balance="position", position_reference="tumour"), fam, y, pos), src * tum)
 
 
 def test_position_strength_and_reference_need_the_position_balance():

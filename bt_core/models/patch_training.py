@@ -164,9 +164,8 @@ class PatchTrainer:
         the drawn lesions ``lesion_weight`` times that."""
         rows = np.asarray(rows)
         keys = self.keys[rows]
-        w = sampling.sample_weights(self.cfg.balance, self.family[rows], self.labels[rows],
-                                    None if self.position is None else self.position[rows], keys=keys,
-                                    strength=self.cfg.position_strength, reference=self.cfg.position_reference)
+        w = sampling.sample_weights(self.cfg, self.family[rows], self.labels[rows],
+                                    None if self.position is None else self.position[rows], keys=keys)
         return np.where(keys == SYNTHETIC, w * self.cfg.lesion_weight, w)
 
     def fit(self, idx, stage: str = "fit", val_idx=None):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bt_core.config import TrainConfig
+
 
 def balance_weights(keys: np.ndarray) -> np.ndarray:
     """Weights (mean 1) that give every distinct key (e.g. "family|class") the same total weight."""
@@ -50,19 +52,19 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
     return w
 
 
-def sample_weights(balance: str, family, labels, position=None, keys=None, strength: float = 1.0,
-                   reference: str = "both") -> np.ndarray:
-    """Training weights of rows for ``TrainConfig.balance``: all 1 for "none"; every (family, class) pair alike
-    (or every distinct ``keys`` value, when given) for "source"; that times :func:`position_weights` for
-    "position" (``position`` then required: NaN where unknown; ``strength`` and ``reference`` as in
-    :func:`position_weights`)."""
+def sample_weights(cfg: TrainConfig, family, labels, position=None, keys=None) -> np.ndarray:
+    """Training weights of rows for ``cfg.balance``: all 1 for "none"; every (family, class) pair alike (or every
+    distinct ``keys`` value, when given) for "source"; that times :func:`position_weights` with
+    ``cfg.position_strength`` and ``cfg.position_reference`` for "position" (``position`` then required: NaN
+    where unknown)."""
     family, labels = np.asarray(family).astype(str), np.asarray(labels)
-    if balance not in ("source", "position"):
+    if cfg.balance not in ("source", "position"):
         return np.ones(len(labels))
     w = balance_weights(np.char.add(np.char.add(family, "|"), labels.astype(str)) if keys is None else keys)
-    if balance != "position":
+    if cfg.balance != "position":
         return w
-    return w * position_weights(family, labels, position, strength=strength, reference=reference)
+    return w * position_weights(family, labels, position, strength=cfg.position_strength,
+                                reference=cfg.position_reference)
 
 
 def draw_rows(rows: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -67,5 +67,4 @@ def balance(cfg: TrainConfig, ds: data_mod.Dataset, idx):
     n_extra = cfg.degrade_copies or cfg.views  # as _degraded(...) or views(...) in run_protocol
     rows = np.concatenate([idx, np.repeat(idx, n_extra)]) if n_extra else idx
     position = slice_positions(ds)[rows] if cfg.balance == "position" else None
-    return sample_weights(cfg.balance, ds.family_of()[rows], ds.labels[rows], position, strength=cfg.position_strength,
-                          reference=cfg.position_reference)
+    return sample_weights(cfg, ds.family_of()[rows], ds.labels[rows], position)
