@@ -18,7 +18,7 @@ import psutil
 import pytest
 from conftest import make_folder
 
-from bt_core.serving import launcher
+from bt_core.serving import jobspec, launcher
 from bt_core import runs
 from bt_core.errors import BTError, ConfigError
 
@@ -422,6 +422,28 @@ def test_crash_shows_the_error_line(env, monkeypatch):
     rec = wait_for(lambda: (s := launcher.status(job.id))["status"] != "running" and s, 30, "the crash")
     assert rec["status"] == "failed" and rec["error"] == "class folder missing: /nowhere/yes"
     assert rec["returncode"] in (2, None)
+
+
+def test_the_stand_in_trainer_takes_every_option_the_launcher_passes_and_refuses_as_the_real_command(env):
+    """The stand-in parses with the real parser and TrainConfig rules: every option the launcher can pass
+    (each WHEN_CHANGED field moved off its default, each bare flag on) is taken without a change to the stand-in,
+    and what the real command refuses (an unknown option, an option that needs another) ends in one error line."""
+    changed = {"views": 1, "strip_skull": 0.5, "balance": "position", "position_strength": 0.5,
+               "position_reference": "tumour", "dense_units": 64, "dropout": 0.3, "samples_per_epoch": 100,
+               "mask_weight": 0.5, "freeze_backbone": True, "head_depth": 1, "symmetry": True,
+               "synth_lesions": 0.2, "lesion_weight": 0.5}
+    assert set(changed) == set(jobspec.WHEN_CHANGED)  # a new launcher option: add it here too
+    job = spec(env, model="patch", augment=True, **changed)
+    argv = job.argv(str(env / "progress.jsonl"), str(env / "runs"), program=[sys.executable, FAKE, "--behave", "ok"])
+    assert all(getattr(job, k) != d for k, d in jobspec.WHEN_CHANGED.items())
+    ok = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "saved" in ok.stdout
+    for extra, words in ((["--no-such-option", "1"], "unrecognized arguments"),
+                         (["--balance", "source"], "needs --balance position")):
+        bad = subprocess.run([*argv, *extra], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_broken_records_never_raise(env):
