@@ -45,7 +45,8 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
                 + ("backbone frozen" if cfg.get("freeze_backbone") else "blocks 08-10 fine-tuned") + ")"
                 if cfg["model"] == "patch" else "")
              + (f", {cfg['views']} augmented view(s) per training image" if cfg.get("views") else "")
-             + (", every (source family, class) pair weighted the same" if cfg.get("balance") == "source" else "")
+             + (", every (source family, class) pair weighted the same" if cfg.get("balance") in ("source", "position") else "")
+             + (f", slice position balanced out of the label{position_detail(cfg)}" if cfg.get("balance") == "position" else "")
              + f", input {cfg['image_size']}x{cfg['image_size']} grey, preprocess `{cfg['preprocess']}`, "
              f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam {cfg['lr']}"
              + (f", backbone fine-tuned after `{cfg['fine_tune_from']}`" if cfg.get("fine_tune_from") else "")
@@ -158,6 +159,15 @@ def refusal_sentence(lo: dict | None) -> str:
             "training data, they do not pick out the wrong answers.")
 
 
+def position_detail(cfg: dict) -> str:
+    """How far a ``--balance position`` run evened the classes along the volume, as its options."""
+    strength, reference = cfg.get("position_strength", 1.0), cfg.get("position_reference", "both")
+    opts = " --balance position" + (f" --position-strength {strength:g}" if strength != 1.0 else "") \
+        + (f" --position-reference {reference}" if reference != "both" else "")
+    part = f" at strength {strength:g} (part of the way)" if strength != 1.0 else ""
+    return f"{part} (`{opts.strip()}`)"
+
+
 def position_sentence(rec: dict) -> str:
     """What the model's own LGG test part says about slice position (``breakdown.shortcut_splits``), or ""."""
     from bt_core.evaluation import breakdown
@@ -171,7 +181,7 @@ def position_sentence(rec: dict) -> str:
         if mid is not None and edge is not None:
             parts.append(f"its {cls.replace(' ', '-')} slices in the middle half of a volume are right {pct(mid)} of the time, at the top "
                          f"and bottom {pct(edge)}")
-    trained = "trained with slice position balanced out of the label (`--balance position`); " \
+    trained = f"trained with slice position balanced out of the label{position_detail(rec['config'])}; " \
         if rec["config"].get("balance") == "position" else ""
     return (" On its own LGG test part (" + trained + "`reports/sources.md`, the test part's shortcut checks) "
             + "; ".join(parts) + ".") if parts else ""
