@@ -506,4 +506,4 @@ def test_a_shipped_runs_recipe_trains_with_its_trainconfig(env, monkeypatch):
         rec = wait_for(lambda: (s := launcher.status(run.id))["status"] != "running" and s, 30, "the fake job")
         assert rec["status"] == "finished", rec.get("log_tail")
     patch = [TrainConfig.from_dict(runs.load_run(f)["config"]) for f in runs.shipped(shipped_root).values()]
-    assert any(c.model == "patch" and c.views and c.balance == "source" for c in patch)  # the options at stake
+    assert any(c.model == "patch" and c.views and c.balance == "position" and c.position_strength < 1 for c in patch)  # the options at stake
