@@ -21,10 +21,11 @@ from bt_core import runs  # noqa: E402
 from bt_core.cli.commands_train import _config  # noqa: E402
 from bt_core.cli.parser import build_parser  # noqa: E402
 from bt_core.errors import BTError  # noqa: E402
+from bt_core.serving import jobspec  # noqa: E402
 
 # what the launcher passes on every job (the rest only when changed from the default)
-ALWAYS = ("--model", "--backbone", "--split", "--progress-file", "--out", "--epochs", "--folds", "--batch-size",
-          "--image-size", "--seed", "--head-pool", "--degrade-copies", "--lr", "--preprocess")
+ALWAYS = ("--model", "--backbone", "--split", "--progress-file", "--out", "--lr", "--preprocess",
+          *(f"--{k.replace('_', '-')}" for k in jobspec.ALWAYS))
 BEHAVIOURS = ("ok", "sleep", "stubborn", "crash", "hang_in_save")
 
 argv = sys.argv[1:]

@@ -52,7 +52,7 @@ def test_position_sentence_reads_the_lgg_test_part_by_slice_position(tmp_path):
     assert "no-tumour slices in the middle half of a volume are right 0.00% of the time, at the top and bottom 100.00%" in text
     assert "(`--balance position`)" in text
     half = card.position_sentence({**rec, "config": {"balance": "position", "position_strength": 0.5}})
-    assert "at strength 0.5 (part of the way) (`--balance position --position-strength 0.5`)" in half
+    assert "balanced out of the label part of the way (`--balance position --position-strength 0.5`)" in half
     tumour = card.position_detail({"balance": "position", "position_reference": "tumour"})
     assert tumour == " (`--balance position --position-reference tumour`)"
     assert card.position_sentence({**rec, "data": {"paths": paths, "sources": []}}) == ""  # no metadata: nothing to say

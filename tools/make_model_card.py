@@ -164,8 +164,7 @@ def position_detail(cfg: dict) -> str:
     strength, reference = cfg.get("position_strength", 1.0), cfg.get("position_reference", "both")
     opts = " --balance position" + (f" --position-strength {strength:g}" if strength != 1.0 else "") \
         + (f" --position-reference {reference}" if reference != "both" else "")
-    part = f" at strength {strength:g} (part of the way)" if strength != 1.0 else ""
-    return f"{part} (`{opts.strip()}`)"
+    return (" part of the way" if strength != 1.0 else "") + f" (`{opts.strip()}`)"
 
 
 def position_sentence(rec: dict) -> str:
