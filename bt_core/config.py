@@ -14,7 +14,7 @@ from bt_core.errors import ConfigError
 
 MODEL_KINDS = ("paper_cnn", "compact_cnn", "transfer", "patch")
 BALANCE_CHOICES = ("none", "source", "position")
-POSITION_REFERENCES = ("both", "tumour")  # TrainConfig.position_reference
+POSITION_REFERENCES = ("both", "tumour", "middle")  # TrainConfig.position_reference
 # patch model: how the head treats a map's style (per-image channel means and scales): keep it, normalise it
 # away (bt_core.models.patch.InstanceNorm) or mix it between the slices of a training batch (patch.MixStyle)
 FEATURE_STYLES = ("keep", "instance", "mixstyle")
@@ -81,7 +81,8 @@ class TrainConfig:
     # "position": that, and each class alike along the volume within a family (LGG's tumour slices crowd its middle)
     position_strength: float = 1.0  # with balance "position": 1 the full position balance, below 1 part of the way
     position_reference: str = "both"  # with balance "position": the classes meet at the mean of their position
-    # distributions ("both") or the no-tumour slices move to the tumour slices' ("tumour"), POSITION_REFERENCES
+    # distributions ("both"), the no-tumour slices move to the tumour slices' ("tumour"), or "both" in the middle
+    # half of the volume only, the edge quarters at weight 1 ("middle"), POSITION_REFERENCES
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)

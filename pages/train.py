@@ -175,7 +175,8 @@ def _form(folders: list[str]) -> None:
             c2.selectbox("Position balance: where the classes meet", launcher.CHOICES["position_reference"],
                          key="train_position_reference",
                          format_func=lambda r: {"both": "between the two classes",
-                                                 "tumour": "at the tumour slices (only no-tumour slices move)"}.get(r, r),
+                                                 "tumour": "at the tumour slices (only no-tumour slices move)",
+                                                 "middle": "between the two classes, middle half only"}.get(r, r),
                          help="`--position-reference`: with balance along the volume.")
             c3.number_input("Patch: share of no-tumour views with a synthetic lesion",
                             *launcher.FLOAT_RANGES["synth_lesions"], step=0.1, key="train_lesions",

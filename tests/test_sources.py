@@ -298,6 +298,29 @@ def test_position_balance_takes_slice_position_out_of_the_label():
     assert np.allclose(sample_weights(TrainConfig(balance="position", position_reference="tumour"), fam, y, pos), src * tum)
 
 
+def test_middle_reference_evens_the_middle_half_and_leaves_the_edge_quarters_alone():
+    from bt_core.models.sampling import position_weights
+
+    # per position quarter: no-tumour 40/20/20/40 slices, tumour 2/10/30/2 (crowding the third quarter)
+    counts = {0: (40, 20, 20, 40), 1: (2, 10, 30, 2)}
+    y = np.concatenate([np.full(sum(n), c) for c, n in counts.items()])
+    pos = np.concatenate([np.repeat([0.125, 0.375, 0.625, 0.875], n) for n in counts.values()])
+    fam = np.full(len(y), "lgg")
+    quarter = (pos * 4).astype(int)
+    mid, both = position_weights(fam, y, pos, reference="middle"), position_weights(fam, y, pos)
+    for c in (0, 1):
+        sel = y == c
+        assert mid[sel].sum() == pytest.approx(sel.sum())  # each class keeps its total weight
+        edge = mid[sel & ((quarter == 0) | (quarter == 3))]
+        assert np.ptp(edge) == 0  # the edge quarters: one weight, the class's scale, not moved along the volume
+    # the middle half: both classes split it alike between its two quarters (unlike before: 1:1 against 1:3)
+    split = [mid[(y == c) & (quarter == 1)].sum() / mid[(y == c) & (quarter == 2)].sum() for c in (0, 1)]
+    assert split[0] == pytest.approx(split[1]) and split[0] != pytest.approx(1.0)
+    # the rare edge tumour slices are not weighted up as the full balance does
+    edge_tumour = (y == 1) & (quarter == 0)
+    assert mid[edge_tumour].max() < 1.5 < both[edge_tumour].max()
+
+
 def test_position_strength_and_reference_need_the_position_balance():
     from bt_core.config import TrainConfig
     from bt_core.errors import ConfigError

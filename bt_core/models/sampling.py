@@ -3,7 +3,8 @@
 - :func:`balance_weights`: every distinct key (e.g. "family|class") the same total weight;
 - :func:`position_weights`: within a family with slice positions and both classes (LGG, BraTS), each class
   alike along the volume, so slice position cannot predict the label (4 position bins; ``strength`` 1, the
-  full balance, by default; below 1 part of the way; ``reference="tumour"``: only the no-tumour slices move);
+  full balance, by default; below 1 part of the way; ``reference="tumour"``: only the no-tumour slices move;
+  ``reference="middle"``: only the middle half of the volume is evened, the edge quarters keep weight 1);
 - :func:`sample_weights`: what ``TrainConfig.balance`` asks for ("none": all 1; "source": balance weights;
   "position": both), shared by the patch trainer and the CNN's sample weights;
 - :func:`draw_rows`: one epoch's rows drawn with those weights (seeded by the caller's generator).
@@ -33,7 +34,9 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
     ``strength`` below 1 tempers it: the weights are raised to that power (then scaled so each class keeps
     its total), part of the way from no position balance (0) to the full one (1). ``reference="tumour"`` brings
     the no-tumour slices to the tumour slices' position distribution instead of the mean, and leaves the tumour
-    slices at 1 (no rare edge-of-volume tumour slice is weighted up)."""
+    slices at 1 (no rare edge-of-volume tumour slice is weighted up). ``reference="middle"`` evens the classes
+    (towards their mean) only in the middle bins and leaves the first and last bin's rows at 1 before the
+    per-class scaling: healthy edge-of-volume slices (skull base, vertex) keep their full weight."""
     w = np.ones(len(labels))
     family, labels, position = np.asarray(family), np.asarray(labels), np.asarray(position, float)
     known = np.isfinite(position)
@@ -48,6 +51,8 @@ def position_weights(family: np.ndarray, labels: np.ndarray, position: np.ndarra
         for c, p in share.items():
             sel = in_f & (labels == c)
             ratio = (target[where[sel]] / p[where[sel]]) ** strength
+            if reference == "middle":
+                ratio[(where[sel] == 0) | (where[sel] == bins - 1)] = 1.0
             w[sel] = ratio / ratio.mean()
     return w
 

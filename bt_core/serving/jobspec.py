@@ -74,7 +74,7 @@ class JobSpec:
     views: int = _D.views  # K random augmented views of each training image (bt_core.data.augment)
     balance: str = _D.balance  # "source": every (source family, class) pair weighs the same
     position_strength: float = _D.position_strength  # with balance "position": 1 full, below 1 part of the way
-    position_reference: str = _D.position_reference  # with balance "position": "both" or "tumour" (TrainConfig)
+    position_reference: str = _D.position_reference  # with balance "position": one of POSITION_REFERENCES (TrainConfig)
     dense_units: int = _D.dense_units  # the dense layer (CNN, transfer) or the patch head's width
     dropout: float = _D.dropout
     samples_per_epoch: int = _D.samples_per_epoch  # patch only: rows drawn per epoch (0: all)
