@@ -46,6 +46,7 @@ def test_calibrate_adds_temperature_threshold_and_ood_to_a_cv_run(tiny_folder, t
     assert out["ood"]["test_n"] == len(record["split"]["test_idx"])
     saved = json.loads((folder / "run.json").read_text())
     assert saved["ood"]["layer"] == "fc" and (folder / "ood.npz").is_file()
+    assert 0 < saved["calibrate_wall_time_s"] == out["calibrate_wall_time_s"] < 600  # the bench reads it
     pred = Predictor(folder)
     assert pred.ood is not None and pred.threshold == pytest.approx(out["operating_point"]["threshold"])
     noise = np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8)

@@ -64,7 +64,8 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
         lines.append(f"- calibrated with `python -m bt_core calibrate {rec['id']} --target-sensitivity "
                      f"{op['target_sensitivity']:g} --ood-quantile {ood['quantile']:g}"
                      + (f" --loso {rec['abstain']['loso_run']} --abstain-target {rec['abstain']['target']:g}"
-                        if rec.get("abstain") else "") + "`")
+                        if rec.get("abstain") else "") + "`"
+                     + (f" ({rec['calibrate_wall_time_s'] / 60:.1f} min)" if rec.get("calibrate_wall_time_s") else ""))
     if op:
         t = op["test"]
         lines.append(f"- operating point (threshold {op['threshold']:.4f}, chosen on out-of-fold predictions for "

@@ -11,9 +11,11 @@
 
 then reports, on the untouched test part, ECE before and after, sensitivity and specificity at the
 chosen threshold, and the share of test images flagged. The run's ``run.json`` is rewritten
-atomically; ``ood.npz`` is written beside it.
+atomically (with ``calibrate_wall_time_s``, how long this took); ``ood.npz`` is written beside it.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -39,6 +41,7 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
     """Calibrate a cv run (see the module docstring). With several sources, also fit the plane
     detector (:mod:`bt_core.evaluation.plane`); with ``loso_run`` (a leave-one-source-out run of the
     same recipe), the abstention band (:mod:`bt_core.evaluation.abstain`) on its predictions."""
+    t0 = time.perf_counter()
     record = runs.load_run(run)
     folder = record["dir"]
     if not record.get("folds"):
@@ -115,6 +118,7 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
                           "method": "uncertain band of calibrated probabilities around the operating threshold, "
                                     "fitted on leave-one-source-out predictions so that accuracy on answered "
                                     f"images is at least {abstain_target} on every source"}
+    out["calibrate_wall_time_s"] = round(time.perf_counter() - t0, 2)
     record.update(out)
     record.pop("dir", None)
     runs.write_json_atomic(runs.resolve(folder) / runs.RUN_FILE, record)
