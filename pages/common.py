@@ -46,6 +46,46 @@ def disclaimer(where=st) -> None:
     where.info(DISCLAIMER, icon=":material/medical_information:")
 
 
+NOT_MEASURED = ("not yet measured on a source it never saw (no leave-one-source-out run of its recipe in the "
+                "registry or `reports/runs`): expect less than its test figures.")
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=8)
+def _unseen_evidence(run_dir: str) -> tuple[str, dict, float] | None:
+    """The leave-one-source-out record that measured this run's recipe, with the run's temperature."""
+    from bt_core.evaluation import held_out
+
+    record = runs.load_run(run_dir)
+    lo = held_out.measured_by(record, held_out.loso_runs())
+    if lo is None:
+        return None
+    return lo["id"], runs.load_run(lo["dir"]), float((record.get("calibration") or {}).get("temperature", 1.0))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def unseen_sentence(run_dir: str, threshold: float) -> str:
+    """What this run's answers at ``threshold`` met on sources it never saw (one sentence), or NOT_MEASURED."""
+    from bt_core.evaluation import held_out
+
+    try:
+        evidence = _unseen_evidence(run_dir)
+    except (BTError, OSError, ValueError):
+        evidence = None
+    if evidence is None:
+        return NOT_MEASURED
+    rid, rec, temperature = evidence
+    return held_out.expectation(held_out.unseen_at(rec, threshold, temperature), rid, threshold)
+
+
+def unseen_note(predictors: dict, thresholds: dict, where=st) -> None:
+    """Under the answers: how each model did, at the threshold in use, on scans from sources it never saw."""
+    where.markdown("**What these answers met on scans from hospitals the models never saw** (the *Unseen "
+                   "sources* page has every figure):")
+    where.markdown("\n".join(f"- {KIND_NAMES.get(kind, kind)}: "
+                             + unseen_sentence(str(pred.record["dir"]), float(thresholds.get(kind, pred.threshold)))
+                             for kind, pred in predictors.items()))
+
+
 def runs_root() -> Path:
     return runs.default_root()
 

@@ -5,7 +5,8 @@ threshold set in the sidebar (default: each model's own operating threshold), a 
 an answer when a model's check refuses the image, saying which model refused and why (``Answer.reason``:
 unlike the training data, not a brain MRI slice?; the answer can still be shown for teaching), the loader's notes, and Grad-CAM (or
 Grad-CAM++) overlays side by side: original | CNN | transfer (the paper's Figures 6 and 7).
-Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
+Under the table, what each model's answers at its threshold met on sources it never saw (its recipe's
+leave-one-source-out run). Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
 only); nothing is written to disk. The scoring is :func:`bt_core.serving.batch.score_batch`; this page
 draws it. Decision support, not a diagnosis.
 """
@@ -21,7 +22,8 @@ from PIL import Image
 from bt_core.explain import overlay
 from bt_core.serving import batch
 from bt_core.serving.inference import REASON_FEATURES, REASON_STATISTICS
-from pages.common import KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs
+from pages.common import (KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs,
+                          unseen_note)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp", "dcm"]
@@ -179,6 +181,7 @@ def main() -> None:
         "threshold": st.column_config.NumberColumn(format="%.2f")})
     st.download_button("Results as CSV", table.to_csv(index=False).encode(), file_name="bt_results.csv",
                        mime="text/csv", icon=":material/download:", key="csv", on_click="ignore")
+    unseen_note(predictors, thresholds)
     disclaimer()
     for i, res in enumerate(results):
         _show_result(res, predictors, method, alpha, i)

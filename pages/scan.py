@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs  # first: routing
+from pages.common import (KIND_NAMES, disclaimer, escape_md, load_predictor, scoring_slots, shipped_runs,  # first: routing
+                          unseen_note)
 from bt_core.data import series
 from bt_core.errors import BTError
 from bt_core.evaluation import plots
@@ -136,6 +137,7 @@ def main() -> None:
     st.subheader(f"Slice {index + 1} of {len(vol)}")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, overlay.DEFAULT_ALPHA, 0.05, key="scan_alpha")
     _show_slice(memo, predictors, index, alpha)
+    unseen_note(predictors, {k: p.threshold for k, p in predictors.items()})
     disclaimer()
 
 

@@ -76,6 +76,27 @@ def test_held_out_tables_scores_and_recipes(evidence):
     assert curve[-1][0] == pytest.approx(1.0) and curve[0][1] >= curve[-1][1]  # the most confident first
 
 
+def test_what_a_shipped_run_met_on_unseen_sources_at_its_own_threshold(evidence):
+    from bt_core.evaluation.calibration import apply_temperature
+
+    _, reports = evidence
+    listed = held_out.loso_runs([reports])
+    assert held_out.measured_by({"config": RECIPE}, listed)["id"] == "20261206-100000-patch-loso"  # same recipe
+    named = {"config": RECIPE, "abstain": {"loso_run": "20261206-110000-patch-loso"}}
+    assert held_out.measured_by(named, listed)["id"] == "20261206-110000-patch-loso"  # the band's own run wins
+    assert held_out.measured_by({"config": {**RECIPE, "seed": 9}}, listed) is None
+    rec = runs.load_run(listed[1]["dir"])
+    table = held_out.unseen_at(rec, 0.3, temperature=2.0).set_index("held-out source")
+    h = rec["held_out"]["ixi"]
+    assert table.loc["ixi_t1", "specificity"] == pytest.approx(np.mean(apply_temperature(np.asarray(h["prob"]), 2.0) < 0.3))
+    assert table.loc["ixi_t1", "specificity"] != pytest.approx(np.mean(np.asarray(h["prob"]) < 0.3))  # calibrated
+    text = held_out.expectation(table.reset_index(), "x-loso", 0.3)
+    worst = table["accuracy"].idxmin()
+    assert text.startswith("On 3 sources it never saw (leave-one-source-out run `x-loso`, at threshold 0.30")
+    assert f"weakest on {worst} ({100 * table['accuracy'].min():.0f}% right)" in text
+    assert f"cleared {100 * table['specificity'].min():.0f} to {100 * table['specificity'].max():.0f}%" in text
+
+
 def test_unseen_page_opens_on_the_shipped_recipe_and_compares_runs(evidence):
     at = open_app("pages/unseen.py")
     assert not at.error, texts(at.error)

@@ -4,8 +4,10 @@ What it is for: the figure that matters to a user with their own scans is how a 
 source it never saw. A leave-one-source-out record holds, per held-out family, the labels, sources
 and probabilities of its images (:mod:`bt_core.models.loso`); this module lists such records in one
 or more run folders and turns one into a table per held-out source, ROC inputs, a risk-coverage
-curve and, where ``loso-checks`` ran, what the app's refusal checks do on the held-out source. Defaults: threshold 0.5 (as the records' own metrics), the repository's ``reports/runs``
-beside the app's registry. No streamlit here.
+curve and, where ``loso-checks`` ran, what the app's refusal checks do on the held-out source; and, for a
+shipped model, what a user's scans from an unseen hospital can expect at the threshold the app uses
+(:func:`measured_by`, :func:`unseen_at`, :func:`expectation`). Defaults: threshold 0.5 (as the records' own
+metrics), the repository's ``reports/runs`` beside the app's registry. No streamlit here.
 """
 from __future__ import annotations
 
@@ -106,3 +108,42 @@ def same_recipe(a: dict, b: dict) -> bool:
 def recipe_runs(listed: list[dict], config: dict) -> list[str]:
     """Ids of the listed leave-one-source-out runs (:func:`loso_runs`) trained with ``config``'s recipe."""
     return [r["id"] for r in listed if same_recipe(r.get("config"), config)]
+
+
+def measured_by(record: dict, listed: list[dict]) -> dict | None:
+    """The listed leave-one-source-out run (:func:`loso_runs`) that measured ``record``'s recipe on unseen
+    sources: the one its abstention band was fitted on (``calibrate --loso``), else the newest of the same
+    recipe; None when there is none."""
+    named = (record.get("abstain") or {}).get("loso_run")
+    same = recipe_runs(listed, record.get("config") or {})
+    rid = named if any(r["id"] == named for r in listed) else (same[0] if same else None)
+    return next((r for r in listed if r["id"] == rid), None)
+
+
+def unseen_at(rec: dict, threshold: float, temperature: float = 1.0) -> pd.DataFrame:
+    """:func:`source_table` of a leave-one-source-out record as the app answers: each probability calibrated
+    with the shipped run's ``temperature`` (as ``calibrate`` does for the abstention band), called at ``threshold``."""
+    if temperature != 1.0:
+        from bt_core.evaluation.calibration import apply_temperature
+
+        rec = {**rec, "held_out": {f: {**h, "prob": apply_temperature(np.asarray(h["prob"], float), temperature)}
+                                   for f, h in rec.get("held_out", {}).items()}}
+    return source_table(rec, threshold)
+
+
+def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
+    """One sentence from :func:`unseen_at`'s table: the range over the held-out sources of accuracy,
+    sensitivity and specificity (where the class exists) at ``threshold``, and the weakest source."""
+    def span(key):
+        v = table[key].dropna()
+        return f"{100 * v.min():.0f} to {100 * v.max():.0f}%" if len(v) else None
+
+    worst = table.loc[table["accuracy"].idxmin()]
+    parts = [f"right on {span('accuracy')} of their slices"]
+    if span("sensitivity"):
+        parts.append(f"found {span('sensitivity')} of tumour slices")
+    if span("specificity"):
+        parts.append(f"cleared {span('specificity')} of healthy slices")
+    return (f"On {len(table)} sources it never saw (leave-one-source-out run `{run_id}`, at threshold "
+            f"{threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
+            + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right).")
