@@ -150,7 +150,7 @@ def test_diagnose_says_what_each_models_answers_met_on_unseen_sources(registry, 
                                                "image/png")).run()
     assert not at.exception
     note = next(t for t in texts(at.markdown) if t.startswith("- CNN"))
-    assert ("On 2 sources it never saw (leave-one-source-out run `20261207-000000-cnn-loso`, at threshold 0.40"
+    assert ("- CNN: on 2 sources it never saw (leave-one-source-out run `20261207-000000-cnn-loso`, at threshold 0.40"
             in note)
     assert "right on 50 to 75% of their slices, found 50 to 50% of tumour slices, cleared 50 to 100%" in note
     assert "weakest on ixi_t1 (50% right)" in note

@@ -92,7 +92,7 @@ def test_what_a_shipped_run_met_on_unseen_sources_at_its_own_threshold(evidence)
     assert table.loc["ixi_t1", "specificity"] != pytest.approx(np.mean(np.asarray(h["prob"]) < 0.3))  # calibrated
     text = held_out.expectation(table.reset_index(), "x-loso", 0.3)
     worst = table["accuracy"].idxmin()
-    assert text.startswith("On 3 sources it never saw (leave-one-source-out run `x-loso`, at threshold 0.30")
+    assert text.startswith("on 3 sources it never saw (leave-one-source-out run `x-loso`, at threshold 0.30")
     assert f"weakest on {worst} ({100 * table['accuracy'].min():.0f}% right)" in text
     assert f"cleared {100 * table['specificity'].min():.0f} to {100 * table['specificity'].max():.0f}%" in text
 

@@ -56,3 +56,12 @@ def test_position_sentence_reads_the_lgg_test_part_by_slice_position(tmp_path):
     tumour = card.position_detail({"balance": "position", "position_reference": "tumour"})
     assert tumour == " (`--balance position --position-reference tumour`)"
     assert card.position_sentence({**rec, "data": {"paths": paths, "sources": []}}) == ""  # no metadata: nothing to say
+
+
+def test_operating_sentence_calls_unseen_sources_at_the_models_own_threshold():
+    lo = {"id": "z-loso", "held_out": {"a": {"y": [1, 0], "prob": [0.4, 0.2], "source": ["a1", "a1"]}}}
+    text = card.operating_sentence("The CNN", {"operating_point": {"threshold": 0.3}}, lo)
+    assert text.startswith(" The CNN, answering as the app does") and "run `z-loso`, at threshold 0.30" in text
+    assert "right on 100 to 100% of their slices" in text
+    assert "right on 50 to 50%" in card.operating_sentence("The CNN", {}, lo)  # no operating point: 0.5
+    assert card.operating_sentence("The CNN", {}, None) == ""

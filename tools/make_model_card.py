@@ -114,19 +114,20 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
 
 
 def held_out_run(rec: dict, runs_dir: Path) -> dict | None:
-    """The leave-one-source-out run of the same recipe as ``rec``: the one its abstention band names, or
-    else the newest in ``runs_dir`` of the same recipe (:func:`bt_core.evaluation.held_out.same_recipe`)."""
-    named = (rec.get("abstain") or {}).get("loso_run")
-    cands = sorted(runs_dir.glob("*/run.json"), reverse=True)
-    for path in cands:
-        lo = json.loads(path.read_text())
-        if lo.get("mode") != "loso":
-            continue
-        if named and lo["id"] == named:
-            return lo
-        if not named and held_out.same_recipe(rec["config"], lo["config"]):
-            return lo
-    return None
+    """The leave-one-source-out run that measured ``rec``'s recipe, read whole: the one its abstention band
+    names, or else the newest in ``runs_dir`` of the same recipe (:func:`bt_core.evaluation.held_out.measured_by`)."""
+    lo = held_out.measured_by(rec, held_out.loso_runs([runs_dir]))
+    return json.loads((Path(lo["dir"]) / "run.json").read_text()) if lo else None
+
+
+def operating_sentence(kind: str, rec: dict, lo: dict | None) -> str:
+    """What the shipped model's answers at its own operating point met on unseen sources (as the app says it)."""
+    if lo is None or not lo.get("held_out"):
+        return ""
+    thr = float((rec.get("operating_point") or {}).get("threshold", 0.5))
+    table = held_out.unseen_at(lo, thr, float((rec.get("calibration") or {}).get("temperature", 1.0)))
+    return f" {kind}, answering as the app does (calibrated, at its operating point), " \
+        + held_out.expectation(table, lo["id"], thr)
 
 
 def held_out_range(lo: dict | None) -> str:
@@ -250,7 +251,9 @@ def main() -> None:
            "- Trained on six sources, but on a source it never saw the transfer model scores "
            + held_out_range(held["transfer"]) + ": it is not reliable on another hospital's "
            "scans. " + refusal_sentence(held["transfer"]) + " The "
-           "CNN's recipe scores " + held_out_range(held["cnn"]) + " there."
+           "CNN's recipe scores " + held_out_range(held["cnn"]) + " there (each at 0.5)."
+           + operating_sentence("The transfer model", recs["transfer"], held["transfer"])
+           + operating_sentence("The CNN", recs["cnn"], held["cnn"])
            + (" The degraded copies and the simulated scanners of `reports/generalisation.md` are of the same kinds, "
               "so the robustness measured there is to those kinds of degradation, not to real images from elsewhere."
               if recs["transfer"]["config"].get("degrade_copies") else ""),

@@ -132,7 +132,7 @@ def unseen_at(rec: dict, threshold: float, temperature: float = 1.0) -> pd.DataF
 
 
 def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
-    """One sentence from :func:`unseen_at`'s table: the range over the held-out sources of accuracy,
+    """One clause ("on 6 sources it never saw ...", to follow a model's name) from :func:`unseen_at`'s table: the range over the held-out sources of accuracy,
     sensitivity and specificity (where the class exists) at ``threshold``, and the weakest source."""
     def span(key):
         v = table[key].dropna()
@@ -144,6 +144,6 @@ def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
         parts.append(f"found {span('sensitivity')} of tumour slices")
     if span("specificity"):
         parts.append(f"cleared {span('specificity')} of healthy slices")
-    return (f"On {len(table)} sources it never saw (leave-one-source-out run `{run_id}`, at threshold "
+    return (f"on {len(table)} sources it never saw (leave-one-source-out run `{run_id}`, at threshold "
             f"{threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
             + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right).")
