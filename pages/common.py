@@ -50,13 +50,13 @@ NOT_MEASURED = ("not yet measured on a source it never saw (no leave-one-source-
                 "registry or `reports/runs`): expect less than its test figures.")
 
 
-@st.cache_data(ttl=300, show_spinner=False, max_entries=8)
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=8)
 def _unseen_evidence(run_dir: str) -> tuple[str, dict, float] | None:
     """The leave-one-source-out record that measured this run's recipe, with the run's temperature."""
     from bt_core.evaluation import held_out
 
     record = runs.load_run(run_dir)
-    lo = held_out.measured_by(record, held_out.loso_runs())
+    lo = held_out.measured_by(record)
     if lo is None:
         return None
     return lo["id"], runs.load_run(lo["dir"]), float((record.get("calibration") or {}).get("temperature", 1.0))

@@ -80,12 +80,14 @@ def test_what_a_shipped_run_met_on_unseen_sources_at_its_own_threshold(evidence)
     from bt_core.evaluation.calibration import apply_temperature
 
     _, reports = evidence
-    listed = held_out.loso_runs([reports])
-    assert held_out.measured_by({"config": RECIPE}, listed)["id"] == "20261206-100000-patch-loso"  # same recipe
+    assert held_out.measured_by({"config": RECIPE}, [reports])["id"] == "20261206-100000-patch-loso"  # same recipe
     named = {"config": RECIPE, "abstain": {"loso_run": "20261206-110000-patch-loso"}}
-    assert held_out.measured_by(named, listed)["id"] == "20261206-110000-patch-loso"  # the band's own run wins
-    assert held_out.measured_by({"config": {**RECIPE, "seed": 9}}, listed) is None
-    rec = runs.load_run(listed[1]["dir"])
+    assert held_out.measured_by(named, [reports])["id"] == "20261206-110000-patch-loso"  # the band's own run wins
+    gone = {"config": RECIPE, "abstain": {"loso_run": "20261201-000000-gone-loso"}}
+    assert held_out.measured_by(gone, [reports])["id"] == "20261206-100000-patch-loso"  # not there: the recipe's
+    assert held_out.measured_by({"config": {**RECIPE, "seed": 9}}, [reports]) is None
+    assert held_out.measured_by({"config": RECIPE})["id"] == "20261206-100000-patch-loso"  # default roots
+    rec = runs.load_run(held_out.measured_by({"config": RECIPE}, [reports])["dir"])
     table = held_out.unseen_at(rec, 0.3, temperature=2.0).set_index("held-out source")
     h = rec["held_out"]["ixi"]
     assert table.loc["ixi_t1", "specificity"] == pytest.approx(np.mean(apply_temperature(np.asarray(h["prob"]), 2.0) < 0.3))

@@ -131,6 +131,26 @@ def test_predict_mixed_batch_answers_good_files_and_lists_bad_ones(tiny_run, tmp
     r = out["results"][0]
     assert 0 <= r["prob"] <= 1 and r["decision"] in ("tumour", "no tumour") and "not a diagnosis" in out["disclaimer"]
     assert (tmp_path / "cam" / f"{good.stem}_gradcam.png").stat().st_size > 100
+    assert out["unseen_sources"] is None  # no leave-one-source-out run of this recipe anywhere
+
+
+def test_predict_says_what_the_recipe_met_on_unseen_sources_at_the_threshold_used(tiny_run, tmp_path, capsys,
+                                                                                   monkeypatch):
+    from bt_core.evaluation import held_out
+
+    folder, run = tiny_run
+    config = json.loads((run / "run.json").read_text())["config"]
+    held = {"ixi": {"y": [0, 0, 0, 0], "prob": [0.1, 0.3, 0.5, 0.7], "source": ["ixi_t1"] * 4}}
+    runs.save_run({"mode": "loso", "config": config, "held_out": held}, None, tmp_path / "ev", run_id="r-loso")
+    monkeypatch.setattr(held_out, "REPORTS_RUNS", tmp_path / "ev")
+    good = sorted((folder / "no").iterdir())[0]
+    assert main(["predict", str(good), "--model", str(run), "--json", "--threshold", "0.4"]) == 0
+    said = json.loads(capsys.readouterr().out)["unseen_sources"]
+    assert said.startswith("on 1 source it never saw (leave-one-source-out run `r-loso`, at threshold 0.40")
+    assert "right on 50 to 50% of their slices, cleared 50 to 50% of healthy slices" in said
+    assert main(["predict", str(good), "--model", str(run), "--threshold", "0.6"]) == 0
+    text = capsys.readouterr().out
+    assert "This model's answers, on 1 source it never saw" in text and "cleared 75 to 75%" in text
 
 
 def test_the_group_split_does_not_depend_on_the_models_input_size(tmp_path, capsys, monkeypatch):

@@ -116,7 +116,7 @@ def describe(kind: str, rec: dict, folder: Path) -> list[str]:
 def held_out_run(rec: dict, runs_dir: Path) -> dict | None:
     """The leave-one-source-out run that measured ``rec``'s recipe, read whole: the one its abstention band
     names, or else the newest in ``runs_dir`` of the same recipe (:func:`bt_core.evaluation.held_out.measured_by`)."""
-    lo = held_out.measured_by(rec, held_out.loso_runs([runs_dir]))
+    lo = held_out.measured_by(rec, [runs_dir])
     return json.loads((Path(lo["dir"]) / "run.json").read_text()) if lo else None
 
 

@@ -69,10 +69,11 @@ def cmd_predict(args) -> int:
         except BTError as err:
             errors.append(str(err))
             print(f"error: {err}", file=sys.stderr)
-    results = []
+    results, unseen = [], None
     if loaded:  # keras is imported only when there is something to score
         from bt_core.serving.inference import Predictor
         pred = Predictor(args.model or default_run(), lazy=not args.gradcam)
+        unseen = _unseen_clause(pred, args.threshold)
         for img, ans in zip(loaded, pred.answer([i.pixels for i in loaded], [i.name for i in loaded], args.threshold)):
             ans.notes = list(img.notes)
             results.append(ans.to_dict())
@@ -85,14 +86,28 @@ def cmd_predict(args) -> int:
                     overlay.to_png_bytes(overlay.overlay(img.pixels, heat)))
     if args.json:
         print(json.dumps({"model": pred.record["id"] if loaded else None, "results": results, "errors": errors,
-                          "disclaimer": DISCLAIMER}))
+                          "unseen_sources": unseen, "disclaimer": DISCLAIMER}))
     else:
         for r in results:
             flag = f" [unlike training data, score {r['ood_score']:.2f}]" if r["ood"] else ""
             print(f"{r['name']}: tumour probability {r['prob']:.3f} -> {r['decision']}{flag}")
         if results:
+            print("This model's answers, " + (unseen or "not yet measured on a source it never saw (no "
+                                              "leave-one-source-out run of its recipe)") + ".")
             print(DISCLAIMER)
     return 2 if errors else 0
+
+
+def _unseen_clause(pred, threshold) -> str | None:
+    """What the run's recipe met on sources it never saw, at the threshold in use (None: not measured)."""
+    from bt_core import runs
+    from bt_core.evaluation import held_out
+
+    lo = held_out.measured_by(pred.record)
+    if lo is None:
+        return None
+    thr = pred.threshold if threshold is None else float(threshold)
+    return held_out.expectation(held_out.unseen_at(runs.load_run(lo["dir"]), thr, pred.temperature), lo["id"], thr)
 
 
 def cmd_audit(args) -> int:

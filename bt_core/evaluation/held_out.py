@@ -110,14 +110,19 @@ def recipe_runs(listed: list[dict], config: dict) -> list[str]:
     return [r["id"] for r in listed if same_recipe(r.get("config"), config)]
 
 
-def measured_by(record: dict, listed: list[dict]) -> dict | None:
-    """The listed leave-one-source-out run (:func:`loso_runs`) that measured ``record``'s recipe on unseen
-    sources: the one its abstention band was fitted on (``calibrate --loso``), else the newest of the same
-    recipe; None when there is none."""
+def measured_by(record: dict, roots=None) -> dict | None:
+    """The leave-one-source-out run under ``roots`` (default: the registry and ``reports/runs``) that measured
+    ``record``'s recipe on unseen sources, as ``{"id", "dir"}``: the one its abstention band was fitted on
+    (``calibrate --loso``; found by its folder, without reading the others), else the newest of the same
+    recipe (:func:`loso_runs`, which reads every record); None when there is none."""
+    roots = [runs.default_root(), REPORTS_RUNS] if roots is None else roots
     named = (record.get("abstain") or {}).get("loso_run")
+    for root in roots if named else ():
+        if (Path(root) / named / runs.RUN_FILE).is_file():
+            return {"id": named, "dir": str(Path(root) / named)}
+    listed = loso_runs(roots)
     same = recipe_runs(listed, record.get("config") or {})
-    rid = named if any(r["id"] == named for r in listed) else (same[0] if same else None)
-    return next((r for r in listed if r["id"] == rid), None)
+    return next((r for r in listed if r["id"] == same[0]), None) if same else None
 
 
 def unseen_at(rec: dict, threshold: float, temperature: float = 1.0) -> pd.DataFrame:
@@ -144,6 +149,6 @@ def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
         parts.append(f"found {span('sensitivity')} of tumour slices")
     if span("specificity"):
         parts.append(f"cleared {span('specificity')} of healthy slices")
-    return (f"on {len(table)} sources it never saw (leave-one-source-out run `{run_id}`, at threshold "
+    return (f"on {len(table)} source{'s' if len(table) != 1 else ''} it never saw (leave-one-source-out run `{run_id}`, at threshold "
             f"{threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
             + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right).")
