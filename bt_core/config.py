@@ -82,7 +82,7 @@ class TrainConfig:
     position_strength: float = 1.0  # with balance "position": 1 the full position balance, below 1 part of the way
     position_reference: str = "both"  # with balance "position": the classes meet at the mean of their position
     # distributions ("both"), the no-tumour slices move to the tumour slices' ("tumour"), or "both" in the middle
-    # half of the volume only, the edge quarters at weight 1 ("middle"), POSITION_REFERENCES
+    # half of the volume only, the edge quarters at 1 before each class keeps its total ("middle"), POSITION_REFERENCES
     samples_per_epoch: int = 0  # rows drawn per epoch (0: as many as there are; weighted draws with replacement)
     mask_weight: float = 1.0  # patch model: weight of the per-cell loss on expert masks
     freeze_backbone: bool = False  # patch model: keep the upper blocks frozen too (head only)

@@ -42,7 +42,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position-reference", default=d.position_reference, choices=POSITION_REFERENCES,
                    help="with --balance position: both classes meet at the mean of their position distributions "
                         "(both), only the no-tumour slices move to the tumour slices' (tumour), or both meet in the middle half "
-                        "of the volume only, the edge quarters left as they are (middle)")
+                        "of the volume only, the edge quarters at weight 1 before each class keeps its total (middle)")
     p.add_argument("--samples-per-epoch", type=int, default=0, metavar="N", help="patch model: rows drawn per epoch")
     p.add_argument("--mask-weight", type=float, default=d.mask_weight,
                    help="patch model: weight of the per-cell loss on the expert tumour masks")
