@@ -49,7 +49,27 @@ def test_every_page_renders(page):
     assert not at.error, texts(at.error)
 
 
-def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch():
+@pytest.fixture
+def fresh_caches():
+    import streamlit as st
+
+    st.cache_data.clear()  # the pages' cached evidence must not leak between tests
+    yield
+    st.cache_data.clear()
+
+
+def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch(registry, tmp_path, monkeypatch,
+                                                                              fresh_caches):
+    from bt_core import runs
+    from bt_core.evaluation import held_out
+
+    # a leave-one-source-out record of the tiny CNN's recipe: LGG FLAIR 3 of 4 right at 0.4, IXI 1 of 2 right
+    cnn = json.loads((registry / CNN_ID / "run.json").read_text())
+    held = {"lgg": {"y": [1, 1, 0, 0], "prob": [0.9, 0.3, 0.2, 0.1], "source": ["lgg_flair"] * 4},
+            "ixi": {"y": [0, 0], "prob": [0.2, 0.6], "source": ["ixi_t1"] * 2}}
+    runs.save_run({"mode": "loso", "status": "finished", "config": cnn["config"], "held_out": held}, None,
+                  tmp_path / "evidence", run_id="20261207-000000-cnn-loso")
+    monkeypatch.setattr(held_out, "REPORTS_RUNS", tmp_path / "evidence")
     at = open_app()
     assert at.slider(key="thr_cnn").value == pytest.approx(CNN_THRESHOLD)  # the run's operating threshold
     assert at.slider(key="thr_transfer").value == pytest.approx(0.5)
@@ -69,9 +89,17 @@ def test_diagnose_answers_both_models_and_reports_a_bad_file_in_the_same_batch()
     assert table.loc[table["name"] == "garbage.png", "decision"].str.startswith("not read").all()
     assert {"png_0_cnn", "png_0_transfer", "csv"} <= {b.key for b in at.download_button}
     assert DISCLAIMER in texts(at.info)
+    # under the answers: what each model's answers met on sources it never saw, at the threshold in use
+    note = next(t for t in texts(at.markdown) if t.startswith("- CNN"))
+    assert "- CNN: on 2 sources it never saw (leave-one-source-out run `20261207-000000-cnn-loso`, at threshold 0.40" in note
+    assert "right on 50 to 75% of their slices, found 50 to 50% of tumour slices, cleared 50 to 100%" in note
+    assert "weakest on ixi_t1 (50% right)" in note
+    assert "- Transfer: not yet measured on a source it never saw" in note  # no run of its recipe
 
     at.slider(key="thr_cnn").set_value(0.0).run()  # everything is a tumour at threshold 0
     assert any("At threshold 0.00: **tumour**" in t for t in texts(at.markdown))
+    note = next(t for t in texts(at.markdown) if t.startswith("- CNN"))
+    assert "at threshold 0.00" in note and "found 100 to 100% of tumour slices, cleared 0 to 0%" in note
     at.slider(key="thr_cnn").set_value(1.0)
     at.radio(key="method").set_value("gradcam++").run()
     assert not at.exception and len(at.image) == 3
@@ -122,42 +150,6 @@ def test_diagnose_keeps_the_other_model_when_one_fails_to_load(registry, tmp_pat
                                                "image/png")).run()
     assert not at.exception
     assert [m.label for m in at.metric] == ["CNN tumour probability"]
-
-
-@pytest.fixture
-def fresh_caches():
-    import streamlit as st
-
-    st.cache_data.clear()  # the pages' cached evidence must not leak between tests
-    yield
-    st.cache_data.clear()
-
-
-def test_diagnose_says_what_each_models_answers_met_on_unseen_sources(registry, tmp_path, monkeypatch, fresh_caches):
-    from bt_core import runs
-    from bt_core.evaluation import held_out
-
-    # a leave-one-source-out record of the tiny CNN's recipe: LGG FLAIR 3 of 4 right at 0.4, IXI 1 of 2 right
-    cnn = json.loads((registry / CNN_ID / "run.json").read_text())
-    held = {"lgg": {"y": [1, 1, 0, 0], "prob": [0.9, 0.3, 0.2, 0.1], "source": ["lgg_flair"] * 4},
-            "ixi": {"y": [0, 0], "prob": [0.2, 0.6], "source": ["ixi_t1"] * 2}}
-    evidence = tmp_path / "evidence"
-    runs.save_run({"mode": "loso", "status": "finished", "config": cnn["config"], "held_out": held, "label": "cnn held out"},
-                  None, evidence, run_id="20261207-000000-cnn-loso")
-    monkeypatch.setattr(held_out, "REPORTS_RUNS", evidence)
-    at = open_app()
-    at.file_uploader(key="uploads").set_value(("a.png", png_bytes(blob_image(np.random.default_rng(2), 64)),
-                                               "image/png")).run()
-    assert not at.exception
-    note = next(t for t in texts(at.markdown) if t.startswith("- CNN"))
-    assert ("- CNN: on 2 sources it never saw (leave-one-source-out run `20261207-000000-cnn-loso`, at threshold 0.40"
-            in note)
-    assert "right on 50 to 75% of their slices, found 50 to 50% of tumour slices, cleared 50 to 100%" in note
-    assert "weakest on ixi_t1 (50% right)" in note
-    assert "- Transfer: not yet measured on a source it never saw" in note  # no run of its recipe
-    at.slider(key="thr_cnn").set_value(0.0).run()  # the sentence follows the threshold in use
-    note = next(t for t in texts(at.markdown) if t.startswith("- CNN"))
-    assert "at threshold 0.00" in note and "found 100 to 100% of tumour slices, cleared 0 to 0%" in note
 
 
 def test_explore_shows_fold_tables_and_the_t_test_sentences():
