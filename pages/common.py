@@ -69,12 +69,12 @@ def unseen_sentence(run_dir: str, threshold: float) -> str:
 
     try:
         evidence = _unseen_evidence(run_dir)
-    except (BTError, OSError, ValueError):
-        evidence = None
-    if evidence is None:
+        if evidence is None:
+            return NOT_MEASURED
+        rid, rec, temperature = evidence
+        return held_out.expectation(held_out.unseen_at(rec, threshold, temperature), rid, threshold)
+    except (BTError, OSError, ValueError, KeyError):  # an unreadable or broken record: say so, answer on
         return NOT_MEASURED
-    rid, rec, temperature = evidence
-    return held_out.expectation(held_out.unseen_at(rec, threshold, temperature), rid, threshold)
 
 
 def unseen_note(predictors: dict, thresholds: dict, where=st) -> None:

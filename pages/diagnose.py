@@ -6,8 +6,8 @@ an answer when a model's check refuses the image, saying which model refused and
 unlike the training data, not a brain MRI slice?; the answer can still be shown for teaching), the loader's notes, and Grad-CAM (or
 Grad-CAM++) overlays side by side: original | CNN | transfer (the paper's Figures 6 and 7).
 Under the table, what each model's answers at its threshold met on sources it never saw (its recipe's
-leave-one-source-out run). Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory (this session's state
-only); nothing is written to disk. The scoring is :func:`bt_core.serving.batch.score_batch`; this page
+leave-one-source-out run). Downloads: each overlay as PNG, the batch as CSV. Uploads stay in memory
+(this session's state only); nothing is written to disk. The scoring is :func:`bt_core.serving.batch.score_batch`; this page
 draws it. Decision support, not a diagnosis.
 """
 from __future__ import annotations

@@ -127,3 +127,8 @@ def test_unseen_page_says_how_to_make_a_run_when_there_is_none(tmp_path, monkeyp
     monkeypatch.setattr(held_out, "REPORTS_RUNS", tmp_path / "nothing")
     at = open_app("pages/unseen.py")
     assert any("No leave-one-source-out run" in t for t in texts(at.info))
+
+
+def test_an_empty_held_out_record_is_a_clear_error_not_a_crash():
+    with pytest.raises(ValueError, match="holds no held-out predictions"):
+        held_out.expectation(held_out.unseen_at({"held_out": {}}, 0.5), "empty-loso", 0.5)

@@ -103,11 +103,14 @@ def _unseen_clause(pred, threshold) -> str | None:
     from bt_core import runs
     from bt_core.evaluation import held_out
 
-    lo = held_out.measured_by(pred.record)
-    if lo is None:
+    try:
+        lo = held_out.measured_by(pred.record)
+        if lo is None:
+            return None
+        thr = pred.threshold if threshold is None else float(threshold)
+        return held_out.expectation(held_out.unseen_at(runs.load_run(lo["dir"]), thr, pred.temperature), lo["id"], thr)
+    except (BTError, OSError, ValueError, KeyError):  # a broken record costs the sentence, not the answers
         return None
-    thr = pred.threshold if threshold is None else float(threshold)
-    return held_out.expectation(held_out.unseen_at(runs.load_run(lo["dir"]), thr, pred.temperature), lo["id"], thr)
 
 
 def cmd_audit(args) -> int:

@@ -137,8 +137,11 @@ def unseen_at(rec: dict, threshold: float, temperature: float = 1.0) -> pd.DataF
 
 
 def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
-    """One clause ("on 6 sources it never saw ...", to follow a model's name) from :func:`unseen_at`'s table: the range over the held-out sources of accuracy,
-    sensitivity and specificity (where the class exists) at ``threshold``, and the weakest source."""
+    """One clause ("on 6 sources it never saw ...", to follow a model's name) from :func:`unseen_at`'s table:
+    the range over the held-out sources of accuracy, sensitivity and specificity (where the class exists) at
+    ``threshold``, and the weakest source. An empty table raises ValueError."""
+    if table.empty:
+        raise ValueError(f"the leave-one-source-out run {run_id} holds no held-out predictions")
     def span(key):
         v = table[key].dropna()
         return f"{100 * v.min():.0f} to {100 * v.max():.0f}%" if len(v) else None
@@ -149,6 +152,6 @@ def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
         parts.append(f"found {span('sensitivity')} of tumour slices")
     if span("specificity"):
         parts.append(f"cleared {span('specificity')} of healthy slices")
-    return (f"on {len(table)} source{'s' if len(table) != 1 else ''} it never saw (leave-one-source-out run `{run_id}`, at threshold "
-            f"{threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
+    return (f"on {len(table)} source{'s' if len(table) != 1 else ''} it never saw (leave-one-source-out run "
+            f"`{run_id}`, at threshold {threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
             + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right).")
