@@ -62,6 +62,6 @@ def test_operating_sentence_calls_unseen_sources_at_the_models_own_threshold():
     lo = {"id": "z-loso", "held_out": {"a": {"y": [1, 0], "prob": [0.4, 0.2], "source": ["a1", "a1"]}}}
     text = card.operating_sentence("The CNN", {"operating_point": {"threshold": 0.3}}, lo)
     assert text.startswith(" The CNN, answering as the app does") and "run `z-loso`, at threshold 0.30" in text
-    assert "right on 100 to 100% of their slices" in text
+    assert "right on 100 to 100% of their slices" in text and text.endswith("(per source: a1 100.00%).")
     assert "right on 50 to 50%" in card.operating_sentence("The CNN", {}, lo)  # no operating point: 0.5
     assert card.operating_sentence("The CNN", {}, None) == ""
