@@ -72,7 +72,7 @@ def unseen_sentence(run_dir: str, threshold: float) -> str:
         if evidence is None:
             return NOT_MEASURED
         rid, rec, temperature = evidence
-        return held_out.expectation(held_out.unseen_at(rec, threshold, temperature), rid, threshold)
+        return held_out.expectation(held_out.unseen_at(rec, threshold, temperature), rid, threshold) + "."
     except (BTError, OSError, ValueError, KeyError):  # an unreadable or broken record: say so, answer on
         return NOT_MEASURED
 

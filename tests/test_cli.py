@@ -151,6 +151,7 @@ def test_predict_says_what_the_recipe_met_on_unseen_sources_at_the_threshold_use
     assert main(["predict", str(good), "--model", str(run), "--threshold", "0.6"]) == 0
     text = capsys.readouterr().out
     assert "This model's answers, on 1 source it never saw" in text and "cleared 75 to 75%" in text
+    assert "(75% right).\n" in text and ".." not in text  # one full stop
 
 
 def test_the_group_split_does_not_depend_on_the_models_input_size(tmp_path, capsys, monkeypatch):

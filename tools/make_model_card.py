@@ -128,7 +128,7 @@ def operating_sentence(kind: str, rec: dict, lo: dict | None) -> str:
     table = held_out.unseen_at(lo, thr, float((rec.get("calibration") or {}).get("temperature", 1.0)))
     per = ", ".join(f"{r['held-out source']} {pct(r['accuracy'])}" for _, r in table.iterrows())
     return f" {kind}, answering as the app does (calibrated, at its operating point), " \
-        + held_out.expectation(table, lo["id"], thr)[:-1] + f" (per source: {per})."
+        + held_out.expectation(table, lo["id"], thr) + f" (per source: {per})."
 
 
 def held_out_range(lo: dict | None) -> str:

@@ -137,7 +137,8 @@ def unseen_at(rec: dict, threshold: float, temperature: float = 1.0) -> pd.DataF
 
 
 def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
-    """One clause ("on 6 sources it never saw ...", to follow a model's name) from :func:`unseen_at`'s table:
+    """One clause ("on 6 sources it never saw ...", to follow a model's name; no closing full stop) from
+    :func:`unseen_at`'s table:
     the range over the held-out sources of accuracy, sensitivity and specificity (where the class exists) at
     ``threshold``, and the weakest source. An empty table raises ValueError."""
     if table.empty:
@@ -154,4 +155,4 @@ def expectation(table: pd.DataFrame, run_id: str, threshold: float) -> str:
         parts.append(f"cleared {span('specificity')} of healthy slices")
     return (f"on {len(table)} source{'s' if len(table) != 1 else ''} it never saw (leave-one-source-out run "
             f"`{run_id}`, at threshold {threshold:.2f}, every slice, before the refusal checks): " + ", ".join(parts)
-            + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right).")
+            + f"; weakest on {worst['held-out source']} ({100 * worst['accuracy']:.0f}% right)")
