@@ -7,7 +7,7 @@ from conftest import make_folder
 
 def test_reproduce_writes_report_figures_and_reuses_runs(tmp_path, capsys):
     data = make_folder(tmp_path / "data", n_per_class=15, size=64)
-    argv = ["reproduce", "--data", str(data), "--epochs", "1", "--models", "compact_cnn", "transfer",
+    argv = ["reproduce", "--data", str(data), "--epochs", "1", "--folds", "2", "--models", "compact_cnn", "transfer",
             "--cnn-image-size", "64", "--cnn-lr", "1e-3", "--report", str(tmp_path / "report"),
             "--out", str(tmp_path / "runs")]
     assert main(argv) == 0
@@ -22,6 +22,7 @@ def test_reproduce_writes_report_figures_and_reuses_runs(tmp_path, capsys):
         assert (tmp_path / "report" / fig).stat().st_size > 1000, fig
     summary = json.loads((tmp_path / "report" / "reproduction.json").read_text())
     assert set(summary["results"]) == {"random", "group"} and summary["audit"]["group_leak"] == 0
+    assert all(len(r["folds"]) == 2 for split in summary["results"].values() for r in split.values())  # --folds 2
     assert len(list((tmp_path / "runs").iterdir())) == 4
     capsys.readouterr()
     assert main(argv) == 0  # the second time every run is reused, nothing is trained

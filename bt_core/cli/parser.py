@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="the paper's full protocol, both models, both splits -> report")
     r.add_argument("--data", required=True)
     r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--folds", type=int, default=3, help="cross-validation folds (paper: 3)")
     r.add_argument("--models", nargs="+", default=["paper_cnn", "transfer"])
     r.add_argument("--splits", nargs="+", default=["random", "group"], choices=["random", "group"])
     r.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50v2"])

@@ -1,7 +1,7 @@
 """Reproduce the paper: both models, the paper's (leaky) random split and the leak-free group split.
 
-``python -m bt_core reproduce --data DIR`` runs the full protocol (3-fold CV, final fit, test on
-20%; 30 epochs, Adam 1e-4, batch 32) for each model and split, saves each run in the registry
+``python -m bt_core reproduce --data DIR`` runs the full protocol (3-fold CV, ``--folds`` to change it;
+final fit, test on 20%; 30 epochs, Adam 1e-4, batch 32) for each model and split, saves each run in the registry
 (default ``trained_models/_reproduce``; a run already there for the same data, model, split, epochs
 and seed is reused, so an interrupted reproduction resumes), and writes ``reproduction.md`` with
 its PNG figures and ``reproduction.json`` into the report folder (default ``reports/``).
@@ -32,12 +32,13 @@ LABELS = {"paper_cnn": "from-scratch CNN (paper)", "compact_cnn": "compact CNN",
 def run_id(model: str, split: str, cfg: training.TrainConfig, fingerprint: str) -> str:
     extra = f"-{cfg.backbone}" if model == "transfer" else ""
     extra += "" if cfg.precision == "float32" else f"-{cfg.precision}"
+    extra += "" if cfg.folds == 3 else f"-f{cfg.folds}"
     return f"repro-{model}{extra}-{split}-e{cfg.epochs}-s{cfg.seed}-{fingerprint[:10]}"
 
 
 def config_for(model: str, split: str, args) -> training.TrainConfig:
     cfg = training.TrainConfig(model=model, split=split, epochs=args.epochs, backbone=args.backbone, seed=42,
-                               precision=args.precision)
+                               precision=args.precision, folds=getattr(args, "folds", 3))
     if model != "transfer":  # the from-scratch CNN's size and learning rate may be set apart
         cfg.image_size, cfg.head_pool, cfg.lr = args.cnn_image_size, args.cnn_head_pool, args.cnn_lr
     return cfg.validate()
