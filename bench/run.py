@@ -6,7 +6,7 @@
     .venv/bin/python bench/run.py --only decode,predict --out bench/last.md
     KERAS_BACKEND=jax python bench/run.py             # same script on JAX (GPU if jax sees one)
 
-Row groups (``--only``): decode, train, features, headcache, predict, upload, coldstart, estimate,
+Row groups (``--only``): decode, train, features, patchpass, headcache, predict, upload, coldstart, estimate,
 memory. What each row measures is in bench/README.md. Data: ``--data DIR`` (default
 ``../shared/data/br35h`` when it exists), sampled down to ``--n-images`` through symlinks in a
 temporary folder; synthetic JPEGs when there is no data folder. Models: the runs listed in
@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-GROUPS = ("decode", "train", "features", "headcache", "predict", "upload", "coldstart", "estimate", "memory")
+GROUPS = ("decode", "train", "features", "patchpass", "headcache", "predict", "upload", "coldstart", "estimate", "memory")
 TRAIN_KINDS = {"paper_cnn": "paper_cnn", "compact_cnn": "compact_cnn",
                "transfer_head": "transfer, head on cached features",
                "transfer_e2e": "transfer, end-to-end (frozen backbone)"}
@@ -415,6 +415,40 @@ class Bench:
         f = self.features()
         self.row("features", "backbone feature extraction (EfficientNet-Lite0)", f["rate"], "images/s",
                  f"{self.a.train_images} images, batch {self.a.batch_size}, after a warm-up pass; {self.weights_note}")
+
+    def g_patchpass(self):
+        """The patch model's frozen passes at 240 px (the shipped recipe's), Keras ``predict`` against LiteRT."""
+        import keras
+        from bt_core.data import prepare
+        from bt_core.models import patch
+        from bt_core.models.fast_pass import FastPass
+        n = self.a.train_images
+        ds = self.dataset()
+        imgs = ds.images[np.arange(n) % len(ds)]
+        x = prepare.as_batch(prepare.at_size(imgs, 240), 1, "equalize")
+        model = patch.build(self.weights, 240, head_units=128, head_depth=2, symmetry=True, seed=self.a.seed)
+        trunk = patch.core_of(model)
+        upper = keras.Model(trunk.get_layer(patch.fine_tune_from(trunk)).output, trunk.output)
+        inp = x
+        for name, part, batch in (("lower blocks", patch.lower(model), 64), ("frozen upper blocks", upper, 128)):
+            log(f"patch pass: {name}, {n} images, Keras then LiteRT")
+            part.predict(inp[:batch], batch_size=batch, verbose=0)
+            t = time.perf_counter()
+            want = np.asarray(part.predict(inp, batch_size=batch, verbose=0), np.float32)
+            keras_rate = n / (time.perf_counter() - t)
+            t = time.perf_counter()
+            with FastPass(part, n, batch_size=batch, min_images=0) as run:
+                export_s = time.perf_counter() - t
+                t = time.perf_counter()
+                got = run(inp)
+                lite_rate = n / (time.perf_counter() - t)
+                engine = run.describe()
+            diff = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-9))
+            note = f"{n} images at 240 px, equalised; {self.weights_note}"
+            self.row("patch pass", f"{name}, Keras predict (batch {batch})", keras_rate, "images/s", note)
+            self.row("patch pass", f"{name}, {engine}", lite_rate, "images/s",
+                     f"{note}; export and check {export_s:.1f} s, once a pass; largest difference {diff:.1e} (relative)")
+            inp = want  # the upper blocks take the lower blocks' activations
 
     def g_headcache(self):
         head = float(np.mean(self.fit_times("transfer_head")))

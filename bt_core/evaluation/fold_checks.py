@@ -29,18 +29,20 @@ def backbone_features(cfg, images_u8: np.ndarray, progress=lambda e: None) -> np
     """Pooled features of the frozen patch backbone (what the served OOD check and plane detector use)."""
     from bt_core import data
     from bt_core.models import patch
+    from bt_core.models.fast_pass import FastPass
 
     if cfg.model != "patch" or not cfg.freeze_backbone:
         raise ConfigError("the refusal checks need a leave-one-source-out run of the patch model with a frozen "
                           "backbone (--model patch --freeze-backbone): other models' features change per fold")
     model = patch.build(cfg.backbone_weights, cfg.image_size, fine_tune=False, seed=cfg.seed,
                         symmetry=False, backbone=cfg.backbone)  # the image's own map: what the symmetric model's checks pool
-    fm = ood.feature_model(model, "backbone")
     out = []
-    for start in range(0, len(images_u8), CHUNK):
-        batch = data.as_batch(images_u8[start:start + CHUNK], cfg.channels, cfg.preprocess)
-        out.append(np.asarray(fm.predict(batch, batch_size=64, verbose=0), np.float64))
-        progress({"event": "stage", "stage": f"features {min(start + CHUNK, len(images_u8))}/{len(images_u8)}"})
+    with FastPass(ood.feature_model(model, "backbone"), len(images_u8)) as run:
+        for start in range(0, len(images_u8), CHUNK):
+            batch = data.as_batch(images_u8[start:start + CHUNK], cfg.channels, cfg.preprocess)
+            out.append(np.asarray(run(batch), np.float64))
+            progress({"event": "stage", "stage": f"features {min(start + CHUNK, len(images_u8))}/{len(images_u8)}"
+                                                 f" ({run.describe()})"})
     return np.concatenate(out)
 
 

@@ -67,10 +67,13 @@ def calibrate(run, data_root=None, target_sensitivity: float = 0.98, ood_quantil
     if ds.fingerprint != record["data"].get("fingerprint"):
         raise ConfigError("the data folder differs from the one this run was trained on")
     progress("computing features for the out-of-distribution check")
+    from bt_core.models.fast_pass import FastPass
+
     model = runs.load_model(folder)
     layer = ood.DEFAULT_LAYER.get(cfg.model, "fc")
-    feats = np.asarray(ood.feature_model(model, layer).predict(
-        data.as_batch(ds.images, cfg.channels, cfg.preprocess), batch_size=32, verbose=0), np.float64)
+    with FastPass(ood.feature_model(model, layer), len(ds.images), batch_size=32) as run:
+        progress(f"features of {len(ds.images)} images ({run.describe()})")
+        feats = np.asarray(run(data.as_batch(ds.images, cfg.channels, cfg.preprocess)), np.float64)
     train_idx, test_idx = np.asarray(record["split"]["train_idx"]), np.asarray(record["split"]["test_idx"])
     pos = {int(i): k for k, i in enumerate(train_idx)}
     folds = [(np.array([pos[i] for i in f["train_idx"]]), np.array([pos[i] for i in f["val_idx"]]))
