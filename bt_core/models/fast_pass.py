@@ -1,8 +1,9 @@
 """Long frozen forward passes through LiteRT (XNNPACK) where it can run them, else Keras ``predict``.
 
 Training the patch model starts by running its frozen backbone over every image, view and mirror image
-(about 60,000 passes at 240 px for the six sources). On a 2-core CPU, Keras ``predict`` on TensorFlow does about
-44 images a second there, and the same graph exported to LiteRT about 100 (``bench/``, *Feature pass*).
+(four passes of about 30,000 rows at 240 px for the six sources). On a 2-core CPU, Keras ``predict`` on TensorFlow
+ran the lower blocks at 30 images a second and the same graph exported to LiteRT at 93 (``python bench/run.py
+--only patchpass``; ``bench/RESULTS.md``, 2026-12-08).
 :class:`FastPass` exports a model once, checks the interpreter against Keras on the first images it is
 given, and then runs every image on the interpreter, one at a time (XNNPACK's fastest batch here).
 
