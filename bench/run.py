@@ -444,10 +444,13 @@ class Bench:
                 lite_rate = n / (time.perf_counter() - t)
                 engine = run.describe()
             diff = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-9))
+            same16 = float((got.astype(np.float16) == want.astype(np.float16)).mean())  # as the cache stores them
             note = f"{n} images at 240 px, equalised; {self.weights_note}"
             self.row("patch pass", f"{name}, Keras predict (batch {batch})", keras_rate, "images/s", note)
             self.row("patch pass", f"{name}, {engine}", lite_rate, "images/s",
                      f"{note}; export and check {export_s:.1f} s, once a pass; largest difference {diff:.1e} (relative)")
+            self.row("patch pass", f"{name}, values equal to Keras' in float16 (the cache's type)", 100 * same16, "%",
+                     f"{note}; {got.size:,} values")
             inp = want  # the upper blocks take the lower blocks' activations
 
     def g_headcache(self):

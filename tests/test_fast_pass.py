@@ -44,6 +44,8 @@ def test_a_short_pass_stays_on_keras_and_says_why(monkeypatch):
     np.testing.assert_array_equal(run(_x()), model.predict(_x(), verbose=0))
     monkeypatch.setattr(fast_pass, "MIN_IMAGES", 5)  # the module's minimum is read when a pass starts
     assert FastPass(model, 4).why == "4 images, under 5"
+    two = keras.Model(model.inputs, [model.output, model.layers[1].output])
+    assert FastPass(two, 10, min_images=0).why == "2 outputs (one is supported)"  # never exported
 
 
 @needs_litert

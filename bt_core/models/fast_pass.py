@@ -2,8 +2,8 @@
 
 Training the patch model starts by running its frozen backbone over every image, view and mirror image
 (four passes of about 30,000 rows at 240 px for the six sources). On a 2-core CPU, Keras ``predict`` on TensorFlow
-ran the lower blocks at 30 images a second and the same graph exported to LiteRT at 93 (``python bench/run.py
---only patchpass``; ``bench/RESULTS.md``, 2026-12-08).
+ran the lower blocks at 117 images a second and the same graph exported to LiteRT at 195 with nothing else running,
+30 against 93 with a training run beside them (``python bench/run.py --only patchpass``; ``bench/RESULTS.md``, 2026-12-08).
 :class:`FastPass` exports a model once, checks the interpreter against Keras on the first images it is
 given, and then runs every image on the interpreter, one at a time (XNNPACK's fastest batch here).
 
@@ -12,7 +12,8 @@ It falls back to Keras ``predict`` (and says why in :attr:`FastPass.why`) when:
 - ``ai-edge-litert`` is missing;
 - the export fails;
 - the check differs by more than ``TOLERANCE`` (relative to the largest activation);
-- the pass is shorter than ``min_images``, where exporting costs more than it saves.
+- the pass is shorter than ``min_images``, where exporting costs more than it saves;
+- the model has more than one output.
 
 Defaults: ``MIN_IMAGES`` = 2048; ``CHECK_IMAGES`` = 4; ``TOLERANCE`` = 1e-3; Keras batch 64.
 """
@@ -43,6 +44,8 @@ class FastPass:
         min_images = MIN_IMAGES if min_images is None else min_images
         if n_images < min_images:
             self.why = f"{n_images} images, under {min_images}"
+        elif len(model.outputs) != 1:  # the interpreter's outputs come back by name, not in Keras' order
+            self.why = f"{len(model.outputs)} outputs (one is supported)"
         elif keras.backend.backend() != "tensorflow":
             self.why = f"the {keras.backend.backend()} backend (the LiteRT exporter needs TensorFlow)"
         else:
